@@ -1,0 +1,124 @@
+//! The session record connect-redis writes: `GET <prefix><sid>`, JSON, and the user in it.
+//!
+//! Read-only: the gateway never writes, touches or expires a session (TTLs belong to Express).
+//! Key existence decides validity; `cookie.expires` is deliberately not checked, because
+//! express-session does not check it for external stores either.
+
+use redis::aio::ConnectionManager;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Where sessions live and how to read the user out of them.
+#[derive(Clone)]
+pub struct SessionStore {
+    redis: ConnectionManager,
+    prefix: String,
+    user_pointer: String,
+    timeout: Duration,
+}
+
+/// What a session lookup found, short of a user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("no session record (expired, destroyed or never saved)")]
+    NoSession,
+    #[error("session record is not JSON")]
+    NotJson,
+    #[error("session has no logged-in user")]
+    NoUser,
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl SessionStore {
+    /// `redis` is shared by every handshake (one multiplexed connection that reconnects by
+    /// itself); `user_pointer` is a JSON pointer such as `/passport/user`.
+    pub fn new(
+        redis: ConnectionManager,
+        prefix: String,
+        user_pointer: String,
+        timeout: Duration,
+    ) -> Self {
+        SessionStore {
+            redis,
+            prefix,
+            user_pointer,
+            timeout,
+        }
+    }
+
+    /// The logged-in user of session `sid`: one `GET`, bounded by the lookup timeout.
+    pub async fn user(&self, sid: &str) -> Result<Value, LookupError> {
+        let key = format!("{}{}", self.prefix, sid);
+        let mut redis = self.redis.clone();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(&key);
+        let get = cmd.query_async::<Option<Vec<u8>>>(&mut redis);
+        let record = match tokio::time::timeout(self.timeout, get).await {
+            Err(_) => {
+                return Err(LookupError::Unavailable(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )))
+            }
+            Ok(Err(err)) => return Err(LookupError::Unavailable(err.to_string())),
+            Ok(Ok(None)) => return Err(LookupError::NoSession),
+            Ok(Ok(Some(record))) => record,
+        };
+        user_of(&record, &self.user_pointer)
+    }
+}
+
+/// The user at `pointer` in a session record, as passport decides: present and not `null`,
+/// `false` or `""` (so `0`, `{}` and `[]` are users).
+pub fn user_of(record: &[u8], pointer: &str) -> Result<Value, LookupError> {
+    let json: Value = serde_json::from_slice(record).map_err(|_| LookupError::NotJson)?;
+    match json.pointer(pointer) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Err(LookupError::NoUser),
+        Some(Value::String(s)) if s.is_empty() => Err(LookupError::NoUser),
+        Some(user) => Ok(user.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn passport_user_rules() {
+        let rec = |user: &str| {
+            format!(
+                r#"{{"cookie":{{"originalMaxAge":3600000,"expires":"2000-01-01T00:00:00.000Z","httpOnly":true,"path":"/"}},"passport":{{"user":{user}}}}}"#
+            )
+        };
+        let p = "/passport/user";
+        assert_eq!(user_of(rec("42").as_bytes(), p), Ok(json!(42)));
+        assert_eq!(user_of(rec("0").as_bytes(), p), Ok(json!(0)), "0 is a user");
+        assert_eq!(user_of(rec(r#""0""#).as_bytes(), p), Ok(json!("0")));
+        assert_eq!(user_of(rec("{}").as_bytes(), p), Ok(json!({})));
+        assert_eq!(user_of(rec("[]").as_bytes(), p), Ok(json!([])));
+        assert_eq!(
+            user_of(rec(r#"{"id":"a1b2","role":"admin"}"#).as_bytes(), p),
+            Ok(json!({"id":"a1b2","role":"admin"}))
+        );
+        for anon in ["null", "false", r#""""#] {
+            assert_eq!(
+                user_of(rec(anon).as_bytes(), p),
+                Err(LookupError::NoUser),
+                "{anon}"
+            );
+        }
+        assert_eq!(
+            user_of(br#"{"cookie":{},"passport":{}}"#, p),
+            Err(LookupError::NoUser)
+        );
+        assert_eq!(user_of(br#"{"cookie":{}}"#, p), Err(LookupError::NoUser));
+        assert_eq!(user_of(b"\x82\xa1a", p), Err(LookupError::NotJson));
+        // Apps without passport: the user path is a setting.
+        assert_eq!(
+            user_of(br#"{"user":{"id":"u1"}}"#, "/user"),
+            Ok(json!({"id":"u1"}))
+        );
+    }
+}

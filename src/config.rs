@@ -1,0 +1,285 @@
+//! Command-line flags (each also read from `WSGATE_<FLAG>`), their defaults and validation.
+
+use crate::auth::{OriginPolicy, SessionAuth, SessionSecrets, SessionStore};
+use crate::gateway::{GatewayConfig, NoHooks, RoomTemplates};
+use crate::http::HttpOptions;
+use crate::transport::TransportConfig;
+use clap::{Args, Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wsgate",
+    version,
+    about = "Socket.IO gateway for Express apps: authenticates WebSockets from the express-session cookie and the connect-redis session record",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of the serving mode.
+#[derive(Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WSGATE_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+
+    /// HTTP path of the Socket.IO endpoint (the client's `path` option).
+    #[arg(long, env = "WSGATE_PATH", default_value = "/socket.io/")]
+    pub path: String,
+
+    /// Redis holding the Express sessions (connect-redis), e.g. redis://:password@host:6379/0.
+    #[arg(
+        long,
+        env = "WSGATE_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+
+    /// express-session secret; repeat for rotation (every one verifies, in order). The env
+    /// variable holds one secret; use --session-secret-file for several.
+    #[arg(
+        long = "session-secret",
+        env = "WSGATE_SESSION_SECRET",
+        hide_env_values = true
+    )]
+    pub session_secrets: Vec<String>,
+
+    /// File with one express-session secret per line (tried after --session-secret).
+    #[arg(long, env = "WSGATE_SESSION_SECRET_FILE")]
+    pub session_secret_file: Option<PathBuf>,
+
+    /// Name of the session cookie (express-session's `name`).
+    #[arg(long, env = "WSGATE_COOKIE_NAME", default_value = "connect.sid")]
+    pub cookie_name: String,
+
+    /// Key prefix of session records in Redis (connect-redis `prefix`, plus any client keyPrefix).
+    #[arg(long, env = "WSGATE_SESSION_PREFIX", default_value = "sess:")]
+    pub session_prefix: String,
+
+    /// JSON pointer to the user inside the session record; a session without a user there
+    /// (or with null, false or "") is anonymous.
+    #[arg(long, env = "WSGATE_USER_PATH", default_value = "/passport/user")]
+    pub user_path: String,
+
+    /// Origin allowed to open sockets, exact (scheme://host[:port]); repeatable. Without any,
+    /// only same-origin requests and requests without Origin are allowed.
+    #[arg(
+        long = "allowed-origin",
+        env = "WSGATE_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Namespace to serve besides `/`; repeatable.
+    #[arg(long = "namespace", env = "WSGATE_NAMESPACE", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Room every socket of a user joins; {user} is the session's user. Empty: none.
+    #[arg(long, env = "WSGATE_USER_ROOM", default_value = "user:{user}")]
+    pub user_room: String,
+
+    /// Room every socket of a session joins; {sid} is the express-session id. Empty: none.
+    #[arg(long, env = "WSGATE_SESSION_ROOM", default_value = "session:{sid}")]
+    pub session_room: String,
+
+    /// Milliseconds between server pings.
+    #[arg(long, env = "WSGATE_PING_INTERVAL", default_value_t = 25_000)]
+    pub ping_interval: u64,
+
+    /// Milliseconds a client has to answer a ping before it is disconnected.
+    #[arg(long, env = "WSGATE_PING_TIMEOUT", default_value_t = 20_000)]
+    pub ping_timeout: u64,
+
+    /// Largest message accepted from a client, in bytes; a larger one closes the connection.
+    #[arg(long, env = "WSGATE_MAX_PAYLOAD", default_value_t = 1_000_000)]
+    pub max_payload: usize,
+
+    /// Milliseconds a connection may stay open without connecting a namespace.
+    #[arg(long, env = "WSGATE_CONNECT_TIMEOUT", default_value_t = 45_000)]
+    pub connect_timeout: u64,
+
+    /// Milliseconds a session lookup may take before the store counts as unavailable.
+    #[arg(long, env = "WSGATE_SESSION_LOOKUP_TIMEOUT", default_value_t = 2_000)]
+    pub session_lookup_timeout: u64,
+
+    /// Bytes queued for one client before it is disconnected as a slow consumer.
+    #[arg(long, env = "WSGATE_MAX_QUEUE_BYTES", default_value_t = 1 << 20)]
+    pub max_queue_bytes: usize,
+
+    /// Refuse anonymous handshakes with HTTP 401 before upgrading (cheaper under attack; but
+    /// browsers then retry forever and cannot tell why).
+    #[arg(long, env = "WSGATE_REJECT_AT_UPGRADE")]
+    pub reject_at_upgrade: bool,
+
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    // Secrets and the Redis URL (it may hold a password) stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("listen", &self.listen)
+            .field("path", &self.path)
+            .field(
+                "session_secrets",
+                &format_args!("{} redacted", self.session_secrets.len()),
+            )
+            .field("namespaces", &self.namespaces)
+            .field("allowed_origins", &self.allowed_origins)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no session secret: pass --session-secret (or WSGATE_SESSION_SECRET) or --session-secret-file with the secret(s) of the Express app's express-session")]
+    NoSecret,
+    #[error("cannot read --session-secret-file {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("namespace {0:?} must start with '/'")]
+    BadNamespace(String),
+    #[error("--path {0:?} must start with '/'")]
+    BadPath(String),
+    #[error("--user-path {0:?} must be a JSON pointer starting with '/' (e.g. /passport/user)")]
+    BadUserPath(String),
+    #[error(
+        "--ping-interval, --ping-timeout, --connect-timeout and --max-payload must be positive"
+    )]
+    ZeroLimit,
+    #[error("--redis-url is not a valid Redis URL: {0}")]
+    BadRedisUrl(String),
+}
+
+impl ServeArgs {
+    /// All secrets, flags first, then the file.
+    pub fn secrets(&self) -> Result<SessionSecrets, ConfigError> {
+        let mut secrets: Vec<Vec<u8>> = self
+            .session_secrets
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        if let Some(path) = &self.session_secret_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                path: path.clone(),
+                source,
+            })?;
+            secrets.extend(
+                text.lines()
+                    .map(|l| l.trim_end_matches('\r'))
+                    .filter(|l| !l.is_empty())
+                    .map(|l| l.as_bytes().to_vec()),
+            );
+        }
+        SessionSecrets::new(secrets).ok_or(ConfigError::NoSecret)
+    }
+
+    pub fn transport(&self) -> TransportConfig {
+        TransportConfig {
+            ping_interval: Duration::from_millis(self.ping_interval),
+            ping_timeout: Duration::from_millis(self.ping_timeout),
+            max_payload: self.max_payload,
+            max_queue_bytes: self.max_queue_bytes,
+            connect_timeout: Duration::from_millis(self.connect_timeout),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(bad) = self.namespaces.iter().find(|n| !n.starts_with('/')) {
+            return Err(ConfigError::BadNamespace(bad.clone()));
+        }
+        if !self.path.starts_with('/') {
+            return Err(ConfigError::BadPath(self.path.clone()));
+        }
+        if !self.user_path.starts_with('/') {
+            return Err(ConfigError::BadUserPath(self.user_path.clone()));
+        }
+        if [
+            self.ping_interval,
+            self.ping_timeout,
+            self.connect_timeout,
+            self.max_payload as u64,
+        ]
+        .contains(&0)
+        {
+            return Err(ConfigError::ZeroLimit);
+        }
+        Ok(())
+    }
+
+    /// A Redis connection that connects on first use and reconnects by itself.
+    pub fn redis(&self) -> Result<redis::aio::ConnectionManager, ConfigError> {
+        let client = redis::Client::open(self.redis_url.as_str())
+            .map_err(|e| ConfigError::BadRedisUrl(e.to_string()))?;
+        let timeout = Duration::from_millis(self.session_lookup_timeout);
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        redis::aio::ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| ConfigError::BadRedisUrl(e.to_string()))
+    }
+
+    /// Everything the serving mode needs, checked.
+    pub fn build(&self) -> Result<(GatewayConfig, HttpOptions), ConfigError> {
+        self.validate()?;
+        let secrets = self.secrets()?;
+        let store = SessionStore::new(
+            self.redis()?,
+            self.session_prefix.clone(),
+            self.user_path.clone(),
+            Duration::from_millis(self.session_lookup_timeout),
+        );
+        let gateway = GatewayConfig {
+            namespaces: self.namespaces.clone(),
+            auth: Some(SessionAuth {
+                cookie_name: self.cookie_name.clone(),
+                secrets,
+                store,
+            }),
+            rooms: RoomTemplates {
+                user: self.user_room.clone(),
+                session: self.session_room.clone(),
+            },
+            transport: self.transport(),
+            hooks: Arc::new(NoHooks),
+        };
+        let http = HttpOptions {
+            path: self.path.clone(),
+            origins: OriginPolicy::new(self.allowed_origins.clone()),
+            reject_at_upgrade: self.reject_at_upgrade,
+        };
+        Ok((gateway, http))
+    }
+}
+
+/// Sets up logging to stderr in the chosen format; the level comes from `RUST_LOG`.
+pub fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,382 @@
+//! The Socket.IO server: namespaces, sockets, rooms, and who may connect.
+//!
+//! Owns the per-connection loop (decode a packet, apply it), the CONNECT policy (served
+//! namespace, authenticated identity, user and session rooms) and what happens to client events
+//! ([`SocketHooks`]). Knows nothing about Redis pub/sub: the cluster layer calls in through
+//! [`Gateway::namespace`] and [`Namespace`] to deliver broadcasts and apply remote requests.
+
+mod namespace;
+
+pub use namespace::{frames, Handshake, Namespace, Room, Socket};
+
+use crate::auth::{AuthError, Identity, SessionAuth};
+use crate::metrics::Metrics;
+use crate::protocol::new_id;
+use crate::protocol::socketio::{Decoder, Packet, PacketKind};
+use crate::transport::{CloseReason, EngineConnection, Inbound, Outbox, TransportConfig};
+use axum::extract::ws::WebSocket;
+use dashmap::DashMap;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// What a gateway does with sockets and their events. The defaults are the gateway's: nothing
+/// on connect, and every event unhandled.
+pub trait SocketHooks: Send + Sync + 'static {
+    /// A socket has joined its namespace; `auth` is the CONNECT payload (`{}` when none).
+    fn on_connect(&self, _socket: &Arc<Socket>) {}
+
+    /// A client event (`packet.data` is `[name, ...args]`). Return false when nothing handles
+    /// it: it is then counted and, if the client asked for an ack, answered with
+    /// `{"ok":false,"error":"unhandled"}` so the client never waits forever.
+    fn on_event(&self, _socket: &Arc<Socket>, _packet: Packet) -> bool {
+        false
+    }
+}
+
+/// The gateway's own hooks: no event handlers yet.
+pub struct NoHooks;
+impl SocketHooks for NoHooks {}
+
+/// Names of the rooms an authenticated socket joins. `{user}` is the session's user (strings
+/// as they are, anything else as JSON) and `{sid}` the express-session id; an empty template
+/// joins no room.
+#[derive(Debug, Clone)]
+pub struct RoomTemplates {
+    pub user: String,
+    pub session: String,
+}
+
+impl Default for RoomTemplates {
+    fn default() -> Self {
+        RoomTemplates {
+            user: "user:{user}".into(),
+            session: "session:{sid}".into(),
+        }
+    }
+}
+
+impl RoomTemplates {
+    fn rooms_for(&self, identity: &Identity) -> Vec<Room> {
+        let user = match &identity.user {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        [&self.user, &self.session]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                t.replace("{user}", &user)
+                    .replace("{sid}", &identity.session_id)
+                    .into()
+            })
+            .collect()
+    }
+}
+
+/// Settings of a [`Gateway`].
+pub struct GatewayConfig {
+    pub namespaces: Vec<String>,
+    /// `None` lets everyone in (protocol tests and examples only).
+    pub auth: Option<SessionAuth>,
+    pub rooms: RoomTemplates,
+    pub transport: TransportConfig,
+    pub hooks: Arc<dyn SocketHooks>,
+}
+
+/// The outcome of authenticating a handshake (`None` when auth is off).
+pub type HandshakeAuth = Option<Result<Identity, AuthError>>;
+
+pub struct Gateway {
+    namespaces: HashMap<String, Arc<Namespace>>,
+    auth: Option<SessionAuth>,
+    rooms: RoomTemplates,
+    transport: Arc<TransportConfig>,
+    hooks: Arc<dyn SocketHooks>,
+    /// Every open engine connection, so shutdown can reach those with no namespace yet.
+    connections: DashMap<Arc<str>, Arc<Outbox>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig) -> Arc<Self> {
+        let mut namespaces: HashMap<_, _> = config
+            .namespaces
+            .iter()
+            .map(|n| (n.clone(), Arc::new(Namespace::new(n))))
+            .collect();
+        namespaces
+            .entry("/".into())
+            .or_insert_with(|| Arc::new(Namespace::new("/")));
+        Arc::new(Gateway {
+            namespaces,
+            auth: config.auth,
+            rooms: config.rooms,
+            transport: Arc::new(config.transport),
+            hooks: config.hooks,
+            connections: DashMap::new(),
+            metrics: Arc::default(),
+        })
+    }
+
+    pub fn auth(&self) -> Option<&SessionAuth> {
+        self.auth.as_ref()
+    }
+
+    pub fn transport(&self) -> &TransportConfig {
+        &self.transport
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<&Arc<Namespace>> {
+        self.namespaces.get(name)
+    }
+
+    pub fn namespaces(&self) -> impl Iterator<Item = &Arc<Namespace>> {
+        self.namespaces.values()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Disconnects one socket from its namespace: the client gets a DISCONNECT packet, and with
+    /// `close_connection` its whole engine connection is closed.
+    pub fn disconnect(&self, socket: &Socket, close_connection: bool) {
+        let Some(nsp) = self.namespace(&socket.nsp) else {
+            return;
+        };
+        if nsp.remove(socket) {
+            socket.send(&Packet::disconnect(&socket.nsp));
+        }
+        if close_connection {
+            socket.outbox().close(CloseReason::ServerDisconnect);
+        }
+    }
+
+    /// Closes every connection (sockets get a DISCONNECT first), for shutdown.
+    pub fn close_all(&self) {
+        for nsp in self.namespaces.values() {
+            for socket in nsp.select(&[] as &[&str], &[] as &[&str]) {
+                self.disconnect(&socket, false);
+            }
+        }
+        for conn in self.connections.iter() {
+            conn.value().close(CloseReason::ShuttingDown);
+        }
+    }
+
+    /// Serves one upgraded WebSocket until it closes.
+    pub async fn serve(self: Arc<Self>, ws: WebSocket, handshake: Handshake, auth: PendingAuth) {
+        let sid: Arc<str> = new_id().into();
+        let mut conn = match EngineConnection::open(ws, &sid, self.transport.clone()).await {
+            Ok(conn) => conn,
+            Err(reason) => {
+                self.metrics
+                    .inc("wsgate_disconnects_total", reason.as_str());
+                return;
+            }
+        };
+        self.connections.insert(sid.clone(), conn.outbox().clone());
+        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+
+        // The session lookup runs while the open packet travels to the client.
+        let identity = auth.resolve(self.auth.as_ref()).await;
+        let mut session = Session {
+            gateway: &self,
+            identity,
+            handshake: Arc::new(handshake),
+            sockets: Vec::new(),
+        };
+        let mut decoder = Decoder::default();
+        let reason = loop {
+            let inbound = match conn.next().await {
+                Ok(inbound) => inbound,
+                Err(reason) => break reason,
+            };
+            self.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+            let decoded = match &inbound {
+                Inbound::Binary(data) => decoder.decode_binary(data.clone()),
+                Inbound::Text(_) => decoder.decode_text(inbound.text().unwrap_or_default()),
+            };
+            let packet = match decoded {
+                Ok(Some(packet)) => packet,
+                Ok(None) => continue,
+                Err(err) => {
+                    self.metrics
+                        .inc("wsgate_malformed_packets_total", "socketio");
+                    tracing::debug!(engine_sid = %sid, error = %err, "malformed Socket.IO packet; closing the connection");
+                    break CloseReason::ParseError;
+                }
+            };
+            if let Err(reason) = session.on_packet(&mut conn, packet) {
+                break reason;
+            }
+        };
+        if reason == CloseReason::ParseError {
+            self.metrics
+                .inc("wsgate_malformed_packets_total", "engineio_or_socketio");
+        }
+        for (_, socket) in session.sockets.drain(..) {
+            if let Some(nsp) = self.namespace(&socket.nsp) {
+                nsp.remove(&socket);
+            }
+        }
+        self.connections.remove(&sid);
+        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .inc("wsgate_disconnects_total", reason.as_str());
+        tracing::debug!(engine_sid = %sid, reason = reason.as_str(), "connection closed");
+        conn.close(reason).await;
+    }
+}
+
+/// The authentication of a handshake: already decided at the upgrade, or still to be done from
+/// the request's `Cookie` headers once the connection is open.
+pub enum PendingAuth {
+    Decided(HandshakeAuth),
+    Cookies(Vec<String>),
+}
+
+impl PendingAuth {
+    async fn resolve(self, auth: Option<&SessionAuth>) -> HandshakeAuth {
+        match (self, auth) {
+            (PendingAuth::Decided(decided), _) => decided,
+            (PendingAuth::Cookies(_), None) => None,
+            (PendingAuth::Cookies(cookies), Some(auth)) => {
+                Some(auth.authenticate(cookies.iter().map(String::as_str)).await)
+            }
+        }
+    }
+}
+
+/// The per-connection state the loop in [`Gateway::serve`] works on.
+struct Session<'g> {
+    gateway: &'g Arc<Gateway>,
+    identity: HandshakeAuth,
+    handshake: Arc<Handshake>,
+    /// Namespaces this connection has joined (rarely more than one).
+    sockets: Vec<(Arc<str>, Arc<Socket>)>,
+}
+
+impl Session<'_> {
+    fn on_packet(
+        &mut self,
+        conn: &mut EngineConnection,
+        packet: Packet,
+    ) -> Result<(), CloseReason> {
+        let joined = self
+            .sockets
+            .iter()
+            .position(|(nsp, _)| **nsp == *packet.nsp);
+        match (packet.kind, joined) {
+            (PacketKind::Connect, None) => self.connect(conn, packet),
+            (PacketKind::Connect, Some(_)) | (PacketKind::ConnectError, _) => {
+                self.gateway
+                    .metrics
+                    .inc("wsgate_malformed_packets_total", "invalid_state");
+                Err(CloseReason::ParseError)
+            }
+            (_, None) => {
+                self.gateway
+                    .metrics
+                    .inc("wsgate_malformed_packets_total", "invalid_state");
+                Err(CloseReason::ParseError)
+            }
+            (kind, Some(index)) => {
+                let socket = self.sockets[index].1.clone();
+                if !socket.is_connected() {
+                    // Disconnected by the server while this packet was on its way: drop it.
+                    self.sockets.swap_remove(index);
+                    return Ok(());
+                }
+                match kind {
+                    PacketKind::Disconnect => {
+                        self.sockets.swap_remove(index);
+                        if let Some(nsp) = self.gateway.namespace(&socket.nsp) {
+                            nsp.remove(&socket);
+                        }
+                    }
+                    PacketKind::Event => self.event(&socket, packet),
+                    // Acks for server-sent events are taken by the cluster layer; none pending here.
+                    _ => {}
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn connect(&mut self, conn: &mut EngineConnection, packet: Packet) -> Result<(), CloseReason> {
+        let gateway = self.gateway;
+        let outbox = conn.outbox().clone();
+        let Some(nsp) = gateway.namespace(&packet.nsp) else {
+            gateway
+                .metrics
+                .inc("wsgate_invalid_namespace_total", "not_served");
+            outbox.push(frames(&Packet::connect_error(
+                &packet.nsp,
+                "Invalid namespace",
+            )));
+            return Ok(());
+        };
+        let (data, rooms) = match &self.identity {
+            None => (json!({}), Vec::new()),
+            Some(Ok(identity)) => (
+                json!({ "user": identity.user }),
+                gateway.rooms.rooms_for(identity),
+            ),
+            Some(Err(err)) => {
+                gateway.metrics.inc("wsgate_auth_total", err.reason());
+                match err {
+                    AuthError::StoreUnavailable(why) => {
+                        tracing::warn!(nsp = %packet.nsp, error = %why, "session store unavailable; refusing the connection (check --redis-url and that Redis is up)")
+                    }
+                    _ => {
+                        tracing::debug!(nsp = %packet.nsp, reason = err.reason(), "anonymous connection refused")
+                    }
+                }
+                outbox.push(frames(&Packet::connect_error(
+                    &packet.nsp,
+                    err.client_message(),
+                )));
+                // Nothing else is delivered: the connection closes once that packet is out.
+                return Err(CloseReason::ServerDisconnect);
+            }
+        };
+        if self.identity.is_some() {
+            gateway.metrics.inc("wsgate_auth_total", "ok");
+        }
+        let auth = packet.data.unwrap_or_else(|| json!({}));
+        let socket = Socket::new(
+            nsp.name.clone(),
+            new_id().into(),
+            outbox,
+            data,
+            self.handshake.clone(),
+            auth,
+        );
+        nsp.add(&socket, rooms);
+        conn.namespace_connected();
+        socket.send(&Packet::connect_ok(&nsp.name, &socket.id));
+        self.sockets.push((nsp.name.clone(), socket.clone()));
+        gateway.hooks.on_connect(&socket);
+        Ok(())
+    }
+
+    fn event(&mut self, socket: &Arc<Socket>, packet: Packet) {
+        let ack = packet.id;
+        if self.gateway.hooks.on_event(socket, packet) {
+            return;
+        }
+        self.gateway
+            .metrics
+            .inc("wsgate_unhandled_events_total", "dropped");
+        if let Some(id) = ack {
+            socket.ack(
+                id,
+                vec![json!({"ok": false, "error": "unhandled"})],
+                Vec::new(),
+            );
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Sockets and rooms of one namespace.
+//!
+//! A socket and its room memberships change together under the socket's own lock, so a join
+//! racing a disconnect can never leave a room pointing at a socket that is gone: after
+//! [`Namespace::remove`] returns, nothing of the socket remains in any map.
+
+use crate::protocol::socketio::Packet;
+use crate::transport::{Frame, Outbox};
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A room name. Every socket is also in the room named by its own id.
+pub type Room = Arc<str>;
+
+/// What the client sent when its engine connection was opened (the `handshake` of a Node
+/// socket, minus cookies: they never leave this process).
+#[derive(Debug, Clone, Default)]
+pub struct Handshake {
+    /// Selected request headers (`host`, `origin`, `user-agent`, `x-forwarded-for`).
+    pub headers: Vec<(String, String)>,
+    /// `Date.toString()`-style time of the handshake.
+    pub time: String,
+    /// Epoch milliseconds of the handshake.
+    pub issued: u64,
+    pub address: String,
+    /// Request path and query, e.g. `/socket.io/?EIO=4&transport=websocket`.
+    pub url: String,
+    pub query: Vec<(String, String)>,
+}
+
+/// One client connected to one namespace.
+#[derive(Debug)]
+pub struct Socket {
+    pub id: Arc<str>,
+    pub nsp: Arc<str>,
+    /// `socket.data` as Node peers see it: `{"user": …}` for authenticated sockets.
+    pub data: Value,
+    pub handshake: Arc<Handshake>,
+    /// The CONNECT payload (`auth`).
+    pub auth: Value,
+    outbox: Arc<Outbox>,
+    /// Rooms this socket is in; `None` once the socket is gone.
+    rooms: Mutex<Option<Vec<Room>>>,
+    next_ack_id: AtomicU64,
+}
+
+impl Socket {
+    pub fn new(
+        nsp: Arc<str>,
+        id: Arc<str>,
+        outbox: Arc<Outbox>,
+        data: Value,
+        handshake: Arc<Handshake>,
+        auth: Value,
+    ) -> Arc<Self> {
+        Arc::new(Socket {
+            id,
+            nsp,
+            data,
+            handshake,
+            auth,
+            outbox,
+            rooms: Mutex::new(Some(Vec::new())),
+            next_ack_id: AtomicU64::new(0),
+        })
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.rooms.lock().is_some()
+    }
+
+    /// The rooms the socket is in (empty once it is gone).
+    pub fn rooms(&self) -> Vec<Room> {
+        self.rooms.lock().clone().unwrap_or_default()
+    }
+
+    /// Sends a packet to this client. False if the connection is closing.
+    pub fn send(&self, packet: &Packet) -> bool {
+        self.outbox.push(frames(packet))
+    }
+
+    /// Emits `event` with `args` (binary parts as placeholders + `attachments`).
+    pub fn emit(&self, event: &str, mut args: Vec<Value>, attachments: Vec<Bytes>) -> bool {
+        args.insert(0, Value::from(event));
+        self.send(&Packet::event(&self.nsp, args, attachments))
+    }
+
+    /// Answers the client's ack request `id`.
+    pub fn ack(&self, id: u64, args: Vec<Value>, attachments: Vec<Bytes>) -> bool {
+        self.send(&Packet::ack(&self.nsp, id, args, attachments))
+    }
+
+    /// A fresh id for a server-to-client ack, per socket as in Node.
+    pub fn next_ack_id(&self) -> u64 {
+        self.next_ack_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+}
+
+/// The frames of a packet on the wire: its text form, then each attachment.
+pub fn frames(packet: &Packet) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(1 + packet.attachments.len());
+    frames.push(Frame::Text(
+        crate::protocol::engineio::message(&packet.encode()).into(),
+    ));
+    frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
+    frames
+}
+
+/// The sockets and rooms of one namespace on this node.
+#[derive(Debug)]
+pub struct Namespace {
+    pub name: Arc<str>,
+    sockets: DashMap<Arc<str>, Arc<Socket>>,
+    rooms: DashMap<Room, HashMap<Arc<str>, Arc<Socket>>>,
+}
+
+impl Namespace {
+    pub fn new(name: &str) -> Self {
+        Namespace {
+            name: name.into(),
+            sockets: DashMap::new(),
+            rooms: DashMap::new(),
+        }
+    }
+
+    /// Registers a socket and puts it in its own room plus `rooms`.
+    pub fn add(&self, socket: &Arc<Socket>, rooms: impl IntoIterator<Item = Room>) {
+        self.sockets.insert(socket.id.clone(), socket.clone());
+        self.join(socket, socket.id.clone());
+        for room in rooms {
+            self.join(socket, room);
+        }
+    }
+
+    /// Adds the socket to `room`. No effect on a socket that is gone.
+    pub fn join(&self, socket: &Arc<Socket>, room: Room) {
+        let mut rooms = socket.rooms.lock();
+        let Some(rooms) = rooms.as_mut() else { return };
+        if rooms.contains(&room) {
+            return;
+        }
+        rooms.push(room.clone());
+        self.rooms
+            .entry(room)
+            .or_default()
+            .insert(socket.id.clone(), socket.clone());
+    }
+
+    pub fn leave(&self, socket: &Socket, room: &str) {
+        let mut rooms = socket.rooms.lock();
+        let Some(rooms) = rooms.as_mut() else { return };
+        let Some(pos) = rooms.iter().position(|r| &**r == room) else {
+            return;
+        };
+        rooms.swap_remove(pos);
+        self.remove_member(room, &socket.id);
+    }
+
+    fn remove_member(&self, room: &str, id: &str) {
+        if let dashmap::Entry::Occupied(mut members) = self.rooms.entry(room.into()) {
+            members.get_mut().remove(id);
+            if members.get().is_empty() {
+                members.remove();
+            }
+        }
+    }
+
+    /// Takes the socket out of every room and the namespace. Returns false if it was already
+    /// gone (so callers can act exactly once).
+    pub fn remove(&self, socket: &Socket) -> bool {
+        let mut guard = socket.rooms.lock();
+        let Some(rooms) = guard.take() else {
+            return false;
+        };
+        for room in &rooms {
+            self.remove_member(room, &socket.id);
+        }
+        drop(guard);
+        self.sockets.remove(&socket.id);
+        true
+    }
+
+    pub fn socket(&self, id: &str) -> Option<Arc<Socket>> {
+        self.sockets.get(id).map(|s| s.clone())
+    }
+
+    pub fn socket_count(&self) -> usize {
+        self.sockets.len()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Every room on this node, socket-id rooms included.
+    pub fn all_rooms(&self) -> Vec<Room> {
+        self.rooms.iter().map(|e| e.key().clone()).collect()
+    }
+
+    pub fn members(&self, room: &str) -> Vec<Arc<Socket>> {
+        self.rooms
+            .get(room)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sockets in any of `rooms` (all sockets when `rooms` is empty) and in none of `except`.
+    pub fn select(
+        &self,
+        rooms: &[impl AsRef<str>],
+        except: &[impl AsRef<str>],
+    ) -> Vec<Arc<Socket>> {
+        let excluded: std::collections::HashSet<Arc<str>> = except
+            .iter()
+            .flat_map(|room| self.members(room.as_ref()))
+            .map(|s| s.id.clone())
+            .collect();
+        let keep = |s: &Arc<Socket>| !excluded.contains(&s.id);
+        if rooms.is_empty() {
+            return self
+                .sockets
+                .iter()
+                .map(|e| e.value().clone())
+                .filter(keep)
+                .collect();
+        }
+        let mut seen = std::collections::HashSet::new();
+        rooms
+            .iter()
+            .flat_map(|room| self.members(room.as_ref()))
+            .filter(|s| seen.insert(s.id.clone()) && keep(s))
+            .collect()
+    }
+
+    /// Sends `packet` to the selected sockets, encoding it once. Returns how many got it.
+    pub fn broadcast(
+        &self,
+        rooms: &[impl AsRef<str>],
+        except: &[impl AsRef<str>],
+        packet: &Packet,
+    ) -> usize {
+        let targets = self.select(rooms, except);
+        if targets.is_empty() {
+            return 0;
+        }
+        let frames = frames(packet);
+        targets
+            .iter()
+            .filter(|s| s.outbox.push(frames.iter().cloned()))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn socket(nsp: &Namespace, id: &str) -> Arc<Socket> {
+        let s = Socket::new(
+            nsp.name.clone(),
+            id.into(),
+            Arc::new(Outbox::new(1 << 20)),
+            json!({}),
+            Arc::default(),
+            json!({}),
+        );
+        nsp.add(&s, ["all".into()]);
+        s
+    }
+
+    #[test]
+    fn rooms_follow_joins_leaves_and_removal() {
+        let nsp = Namespace::new("/");
+        let a = socket(&nsp, "a");
+        let b = socket(&nsp, "b");
+        nsp.join(&a, "x".into());
+        assert_eq!(nsp.select(&["x"], &[] as &[&str]).len(), 1);
+        assert_eq!(
+            nsp.select(&["all", "x"], &[] as &[&str]).len(),
+            2,
+            "no duplicates"
+        );
+        assert_eq!(nsp.select(&[] as &[&str], &["x"]).len(), 1);
+        assert_eq!(
+            nsp.select(&["all"], &["b"]).len(),
+            1,
+            "socket ids are rooms"
+        );
+        nsp.leave(&a, "x");
+        assert!(nsp.members("x").is_empty());
+        assert!(nsp.remove(&a));
+        assert!(!nsp.remove(&a), "second removal is a no-op");
+        nsp.join(&a, "late".into());
+        assert!(
+            nsp.members("late").is_empty(),
+            "a removed socket cannot rejoin"
+        );
+        assert!(nsp.remove(&b));
+        assert_eq!(
+            (nsp.socket_count(), nsp.room_count()),
+            (0, 0),
+            "no trace left"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! wsgate: a Socket.IO gateway for Express apps.
+//!
+//! Browsers keep using the official `socket.io-client` v4; each handshake is authenticated from
+//! the same signed `express-session` cookie and the same `connect-redis` record the Express app
+//! uses.
+//!
+//! Layers, each depending only on those before it:
+//! - [`protocol`]: Engine.IO and Socket.IO codecs, pure.
+//! - [`transport`]: one WebSocket per task, heartbeats, bounded outbound queue.
+//! - [`auth`]: express-session cookie, connect-redis session record, Origin policy.
+//! - [`gateway`]: namespaces, sockets, rooms, connect policy.
+//! - [`http`], [`config`] and the binary sit on top.
+
+pub mod auth;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod transport;
+
+use gateway::{Gateway, GatewayConfig};
+use http::HttpOptions;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running gateway: an HTTP listener serving the Socket.IO endpoint.
+pub struct Server {
+    local_addr: SocketAddr,
+    gateway: Arc<Gateway>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) and starts serving.
+    pub async fn start(
+        addr: SocketAddr,
+        config: GatewayConfig,
+        http: HttpOptions,
+    ) -> std::io::Result<Server> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let gateway = Gateway::new(config);
+        let app =
+            http::router(gateway.clone(), http).into_make_service_with_connect_info::<SocketAddr>();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Server {
+            local_addr,
+            gateway,
+            stop,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Disconnects every client, stops accepting, and waits for the listener to finish.
+    pub async fn shutdown(self) {
+        self.gateway.close_all();
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+    }
+}

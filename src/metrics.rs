@@ -1,0 +1,101 @@
+//! Counters and gauges, rendered in the Prometheus text format on `/metrics`.
+//!
+//! Labelled counters live in one small locked map: they are touched per handshake or per bad
+//! packet, not per delivered message.
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Engine connections currently open.
+    pub connections: AtomicI64,
+    /// Messages received from clients (Engine.IO `message` packets).
+    pub messages_in: AtomicU64,
+    /// Packets queued to clients.
+    pub packets_out: AtomicU64,
+    labelled: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+/// Help text for each counter family, in the order they are rendered.
+const FAMILIES: &[(&str, &str)] = &[
+    ("wsgate_handshakes_total", "WebSocket handshakes by outcome"),
+    (
+        "wsgate_auth_total",
+        "Namespace connects by authentication outcome",
+    ),
+    (
+        "wsgate_disconnects_total",
+        "Closed engine connections by reason",
+    ),
+    (
+        "wsgate_malformed_packets_total",
+        "Malformed packets from clients, by kind",
+    ),
+    (
+        "wsgate_unhandled_events_total",
+        "Client events that nothing handles, by namespace kind",
+    ),
+    (
+        "wsgate_invalid_namespace_total",
+        "CONNECTs to namespaces that are not served",
+    ),
+];
+
+impl Metrics {
+    pub fn inc(&self, family: &'static str, label: &'static str) {
+        debug_assert!(FAMILIES.iter().any(|(f, _)| *f == family), "{family}");
+        *self.labelled.lock().entry((family, label)).or_default() += 1;
+    }
+
+    pub fn get(&self, family: &'static str, label: &'static str) -> u64 {
+        self.labelled
+            .lock()
+            .get(&(family, label))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        gauge(
+            &mut out,
+            "wsgate_connections",
+            "Open engine connections",
+            self.connections.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "wsgate_messages_in_total",
+            "Messages received from clients",
+            self.messages_in.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "wsgate_packets_out_total",
+            "Packets queued to clients",
+            self.packets_out.load(Ordering::Relaxed),
+        );
+        let labelled = self.labelled.lock();
+        for (family, help) in FAMILIES {
+            let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
+            for ((f, label), v) in labelled.iter() {
+                if f == family {
+                    let _ = writeln!(out, "{family}{{reason=\"{label}\"}} {v}");
+                }
+            }
+        }
+        out
+    }
+}
