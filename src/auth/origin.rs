@@ -25,7 +25,7 @@ impl OriginPolicy {
         };
         let origin = normalize(origin);
         if !self.allowed.is_empty() {
-            return self.allowed.iter().any(|a| *a == origin);
+            return self.allowed.contains(&origin);
         }
         let Some((scheme, authority)) = origin.split_once("://") else {
             return false; // "null" and other opaque origins

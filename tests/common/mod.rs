@@ -1,0 +1,341 @@
+//! Test harness: a real redis-server per test, the gateway started from real CLI flags, and a
+//! minimal Engine.IO/Socket.IO client over a real WebSocket.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use wsgate::auth::SessionSecrets;
+
+pub const SECRET: &str = "new-secret";
+pub const OLD_SECRET: &str = "old-secret";
+
+/// A redis-server on a free port, killed on drop.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        Self::start_on(free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (see .ci/run)");
+        let redis = Redis { port, child };
+        for _ in 0..200 {
+            if let Ok(mut c) = redis.client().get_multiplexed_async_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+                {
+                    return redis;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+
+    pub async fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut conn = self
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+
+    /// Stores a session record exactly as connect-redis does: `SET sess:<sid> <json> EX <ttl>`.
+    pub async fn put_session(&self, sid: &str, json: &str) {
+        let key = format!("sess:{sid}");
+        let _: () = self.cmd(&["SET", &key, json, "EX", "3600"]).await;
+    }
+
+    /// A logged-in passport session for `user` (raw JSON), as express-session + passport write it.
+    pub async fn login(&self, sid: &str, user: &str) {
+        let json = format!(
+            r#"{{"cookie":{{"originalMaxAge":3600000,"expires":"2026-11-21T13:27:23.409Z","httpOnly":true,"path":"/"}},"passport":{{"user":{user}}}}}"#
+        );
+        self.put_session(sid, &json).await;
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `Cookie` header express-session would make the browser send, signed with `secret`.
+pub fn cookie_for(sid: &str, secret: &str) -> String {
+    let secrets = SessionSecrets::new(vec![secret.as_bytes().to_vec()]).unwrap();
+    let signed = secrets.sign(sid);
+    // express-session percent-encodes with encodeURIComponent.
+    let encoded = signed
+        .replace(':', "%3A")
+        .replace('+', "%2B")
+        .replace('/', "%2F");
+    format!("connect.sid={encoded}")
+}
+
+/// Starts a gateway from CLI flags (on a free port) plus `extra`.
+pub async fn gateway(redis_url: &str, extra: &[&str]) -> wsgate::Server {
+    let mut argv = vec![
+        "wsgate",
+        "--redis-url",
+        redis_url,
+        "--session-secret",
+        SECRET,
+        "--session-secret",
+        OLD_SECRET,
+    ];
+    argv.extend_from_slice(extra);
+    let cli = <wsgate::config::Cli as clap::Parser>::try_parse_from(argv).expect("valid flags");
+    let (config, http) = cli.serve.build().expect("valid config");
+    wsgate::Server::start("127.0.0.1:0".parse().unwrap(), config, http)
+        .await
+        .unwrap()
+}
+
+/// A raw Engine.IO client over a WebSocket.
+pub struct Client {
+    pub ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Answer server pings automatically.
+    pub auto_pong: bool,
+}
+
+pub enum Received {
+    Text(String),
+    Binary(Vec<u8>),
+    /// The server closed the connection (close frame code, if any).
+    Closed(Option<u16>),
+}
+
+impl Client {
+    /// Opens `/socket.io/?EIO=4&transport=websocket` with extra headers; returns the client and
+    /// the open packet, or the HTTP status and body of a refused handshake.
+    pub async fn open(
+        addr: SocketAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<(Client, String), (u16, String)> {
+        Self::open_path(addr, "/socket.io/?EIO=4&transport=websocket", headers).await
+    }
+
+    pub async fn open_path(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(Client, String), (u16, String)> {
+        let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+        for (k, v) in headers {
+            request.headers_mut().append(
+                tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => {
+                let mut client = Client {
+                    ws,
+                    auto_pong: true,
+                };
+                let open = client.text().await;
+                assert!(open.starts_with("0{"), "open packet first, got {open:?}");
+                Ok((client, open))
+            }
+            Err(tungstenite::Error::Http(resp)) => {
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err((resp.status().as_u16(), body))
+            }
+            Err(e) => panic!("connect failed: {e}"),
+        }
+    }
+
+    /// Opens a connection with a session cookie and connects namespace `/`; returns the socket id.
+    pub async fn connect_as(addr: SocketAddr, cookie: &str) -> (Client, String) {
+        let (mut client, _) = Client::open(addr, &[("cookie", cookie)])
+            .await
+            .expect("upgrade");
+        client.send("40").await;
+        let reply = client.text().await;
+        let sid = reply
+            .strip_prefix("40")
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .and_then(|v| v["sid"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("expected 40{{\"sid\":…}}, got {reply:?}"));
+        (client, sid)
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_binary(&mut self, data: &[u8]) {
+        self.ws.send(Message::binary(data.to_vec())).await.unwrap();
+    }
+
+    /// The next frame within 5 s, answering pings when `auto_pong`.
+    pub async fn recv(&mut self) -> Received {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .expect("no frame within 5 s");
+            match next {
+                None | Some(Err(_)) => return Received::Closed(None),
+                Some(Ok(Message::Close(frame))) => {
+                    return Received::Closed(frame.map(|f| u16::from(f.code)))
+                }
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" && self.auto_pong => {
+                    let _ = self.ws.send(Message::text("3")).await;
+                }
+                Some(Ok(Message::Text(t))) => return Received::Text(t.as_str().to_owned()),
+                Some(Ok(Message::Binary(b))) => return Received::Binary(b.to_vec()),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    pub async fn text(&mut self) -> String {
+        match self.recv().await {
+            Received::Text(t) => t,
+            Received::Binary(b) => panic!("expected text, got binary {b:?}"),
+            Received::Closed(code) => panic!("expected text, connection closed ({code:?})"),
+        }
+    }
+
+    /// Stays connected for `duration`, answering pings; fails on any other frame.
+    pub async fn idle(&mut self, duration: Duration) {
+        // `recv` answers pings itself and returns only on anything else.
+        let frame = tokio::time::timeout(duration, self.recv()).await;
+        match frame {
+            Err(_) => {}
+            Ok(Received::Closed(code)) => panic!("closed while idle ({code:?})"),
+            Ok(Received::Text(t)) => panic!("unexpected {t:?} while idle"),
+            Ok(Received::Binary(b)) => panic!("unexpected binary {b:?} while idle"),
+        }
+    }
+
+    /// Waits for the server to close the connection, failing on any other frame but pings.
+    pub async fn closed(&mut self) -> Option<u16> {
+        match self.recv().await {
+            Received::Closed(code) => code,
+            Received::Text(t) => panic!("expected close, got {t:?}"),
+            Received::Binary(b) => panic!("expected close, got binary {b:?}"),
+        }
+    }
+}
+
+/// A plain HTTP/1.1 request; returns status and body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n");
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
+    {
+        req.push_str("Connection: close\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    // Read the head, then exactly Content-Length bytes: the server may keep the connection open.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed before the response head");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(pos) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    while raw.len() < head_end + length {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed before the body");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        String::from_utf8_lossy(&raw[head_end..head_end + length]).into_owned(),
+    )
+}
+
+/// Polls `check` for up to 3 s.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
