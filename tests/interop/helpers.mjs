@@ -1,0 +1,169 @@
+// Shared helpers for the interop tests: real redis-server, real wsgate processes, a real Express
+// app with express-session + connect-redis + passport.
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import express from "express";
+import session from "express-session";
+import { RedisStore } from "connect-redis";
+import { createClient } from "redis";
+import passport from "passport";
+import { Strategy as LocalStrategy } from "passport-local";
+import { io } from "socket.io-client";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const WSGATE_BIN = process.env.WSGATE_BIN ?? path.join(root, "target/debug/wsgate");
+export const ECHO_BIN = process.env.WSGATE_ECHO_BIN ?? path.join(root, "target/debug/examples/echo");
+
+export async function freePort() {
+  const srv = createServer();
+  srv.listen(0, "127.0.0.1");
+  await once(srv, "listening");
+  const { port } = srv.address();
+  srv.close();
+  await once(srv, "close");
+  return port;
+}
+
+export async function waitFor(what, check, timeoutMs = 10000) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Spawns a process and kills it when the test ends. */
+function spawnManaged(t, cmd, args, env = {}) {
+  const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...env } });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  t.after(() => child.kill("SIGKILL"));
+  child.logs = () => stderr;
+  return child;
+}
+
+export async function startRedis(t, port) {
+  port ??= await freePort();
+  const child = spawnManaged(t, "redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+  const client = createClient({ url: `redis://127.0.0.1:${port}` });
+  client.on("error", () => {});
+  await waitFor("redis-server", async () => {
+    if (!client.isOpen) await client.connect();
+    return (await client.ping()) === "PONG";
+  });
+  t.after(() => client.destroy());
+  return { port, url: `redis://127.0.0.1:${port}`, client, child };
+}
+
+/** Starts the wsgate binary with `args` and waits until it answers /healthz. */
+export async function startWsgate(t, args) {
+  const port = await freePort();
+  const child = spawnManaged(t, WSGATE_BIN, ["--listen", `127.0.0.1:${port}`, ...args]);
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(`wsgate on ${port}`, async () => (await fetch(`${url}/healthz`)).ok).catch((e) => {
+    throw new Error(`${e.message}\n${child.logs()}`);
+  });
+  return { port, url, child };
+}
+
+export async function startEcho(t) {
+  const port = await freePort();
+  const child = spawnManaged(t, ECHO_BIN, ["--listen", `127.0.0.1:${port}`]);
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(`echo on ${port}`, async () => (await fetch(`${url}/healthz`)).ok);
+  return { port, url, child };
+}
+
+/** The Express app whose sessions wsgate must honour: express-session + connect-redis + passport. */
+export async function startExpressApp(t, { redisUrl, secret }) {
+  const client = createClient({ url: redisUrl });
+  await client.connect();
+  const app = express();
+  app.use(express.urlencoded({ extended: false }));
+  app.use(
+    session({
+      store: new RedisStore({ client }),
+      secret,
+      resave: false,
+      saveUninitialized: false,
+      cookie: { maxAge: 3600000 },
+    }),
+  );
+  passport.use(
+    new LocalStrategy((username, password, done) =>
+      password === "pw" ? done(null, { id: username === "zero" ? 0 : 42, name: username }) : done(null, false),
+    ),
+  );
+  passport.serializeUser((user, done) => done(null, user.id));
+  passport.deserializeUser((id, done) => done(null, { id }));
+  app.use(passport.initialize());
+  app.use(passport.session());
+  app.post("/login", passport.authenticate("local"), (req, res) => res.json({ user: req.user }));
+  app.post("/logout", (req, res, next) => req.logout((err) => (err ? next(err) : res.json({ ok: true }))));
+  app.get("/me", (req, res) => res.json({ user: req.user ?? null }));
+  const server = app.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  t.after(async () => {
+    server.close();
+    await client.destroy();
+  });
+  return { url: `http://127.0.0.1:${server.address().port}`, client };
+}
+
+/** Logs in through the Express app; returns the `connect.sid=…` cookie pair it set. */
+export async function login(appUrl, username = "alice") {
+  const res = await fetch(`${appUrl}/login`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ username, password: "pw" }),
+  });
+  if (!res.ok) throw new Error(`login failed: ${res.status}`);
+  const setCookie = res.headers.getSetCookie().find((c) => c.startsWith("connect.sid="));
+  return setCookie.split(";")[0];
+}
+
+/** The official client, as a page would configure it, plus the cookie a browser would attach. */
+export function connectClient(url, { cookie, nsp = "/", auth, extraHeaders = {}, ...opts } = {}) {
+  return io(url + nsp, {
+    transports: ["websocket"],
+    withCredentials: true,
+    forceNew: true,
+    reconnection: false,
+    extraHeaders: cookie ? { cookie, ...extraHeaders } : extraHeaders,
+    auth,
+    ...opts,
+  });
+}
+
+/** Resolves with the socket once connected, rejects with the connect_error. */
+export function connected(socket, timeoutMs = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no connect within timeout")), timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.once("connect_error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+export function nextEvent(socket, event, timeoutMs = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within timeout`)), timeoutMs);
+    socket.once(event, (...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    });
+  });
+}
