@@ -1,0 +1,774 @@
+//! The Redis wire format of `@socket.io/redis-adapter` (classic, 8.x) and
+//! `@socket.io/redis-emitter` (5.x): channel names, broadcast messages, requests and responses.
+//!
+//! Pure: bytes in, typed values out, and back. Payloads stay `rmpv::Value` so binary, integer
+//! widths and key order survive a relay; [`to_client_args`] and [`from_client_value`] convert
+//! between them and Socket.IO's JSON-plus-attachments form. Everything from Redis is decoded
+//! defensively: anything unexpected is an [`AdapterError`], never a panic.
+
+use super::socketio::placeholder;
+use bytes::Bytes;
+use rmpv::Value as Mp;
+use serde_json::{Map, Value as Json};
+
+/// The `uid` the Node emitter publishes with.
+pub const EMITTER_UID: &str = "emitter";
+
+/// Channel names of one namespace under a key prefix (`socket.io` by default).
+#[derive(Debug, Clone)]
+pub struct Channels {
+    /// `<prefix>#<nsp>#`: broadcasts to everyone or to several rooms.
+    pub broadcast: String,
+    /// `<prefix>-request#<nsp>#`
+    pub request: String,
+    /// `<prefix>-response#<nsp>#`
+    pub response: String,
+}
+
+impl Channels {
+    pub fn new(prefix: &str, nsp: &str) -> Self {
+        Channels {
+            broadcast: format!("{prefix}#{nsp}#"),
+            request: format!("{prefix}-request#{nsp}#"),
+            response: format!("{prefix}-response#{nsp}#"),
+        }
+    }
+
+    /// `<prefix>#<nsp>#*`: every broadcast channel of the namespace.
+    pub fn broadcast_pattern(&self) -> String {
+        format!("{}*", self.broadcast)
+    }
+
+    /// `<prefix>-response#<nsp>#<uid>#`: responses addressed to one node.
+    pub fn response_for(&self, uid: &str) -> String {
+        format!("{}{uid}#", self.response)
+    }
+
+    /// Where a broadcast to `rooms` is published: the room's own channel (with its trailing `#`)
+    /// for exactly one room, else the namespace channel.
+    pub fn for_rooms(&self, rooms: &[String]) -> String {
+        match rooms {
+            [room] => format!("{}{room}#", self.broadcast),
+            _ => self.broadcast.clone(),
+        }
+    }
+
+    /// The room a broadcast channel names: `Some("")` for the namespace channel, `None` for a
+    /// channel of another namespace. Like Node, the last character is dropped blindly.
+    pub fn room_of<'c>(&self, channel: &'c str) -> Option<&'c str> {
+        let rest = channel.strip_prefix(self.broadcast.as_str())?;
+        Some(rest.get(..rest.len().saturating_sub(1)).unwrap_or(""))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdapterError {
+    #[error("not msgpack")]
+    NotMsgpack,
+    #[error("not JSON")]
+    NotJson,
+    #[error("unexpected shape: {0}")]
+    Shape(&'static str),
+    #[error("unknown request type {0}")]
+    UnknownType(i64),
+}
+
+impl AdapterError {
+    /// Label for metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AdapterError::NotMsgpack => "not_msgpack",
+            AdapterError::NotJson => "not_json",
+            AdapterError::Shape(_) => "bad_shape",
+            AdapterError::UnknownType(_) => "unknown_type",
+        }
+    }
+}
+
+/// Which sockets a broadcast or request applies to. Socket ids are rooms too.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selector {
+    pub rooms: Vec<String>,
+    pub except: Vec<String>,
+}
+
+/// A broadcast message: `[uid, {type, data, nsp}, {rooms, except, flags}]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    pub uid: Option<String>,
+    pub nsp: String,
+    /// `[event, ...args]`, binary as msgpack `bin`.
+    pub data: Vec<Mp>,
+    pub selector: Selector,
+    /// `flags` as sent (`volatile`, `compress`, `timeout`, …).
+    pub flags: Vec<(Mp, Mp)>,
+}
+
+/// Deepest nesting accepted from Redis. rmpv's own limit (1024) still overflows a 2 MiB task
+/// stack; real payloads are nowhere near this deep.
+const MAX_DEPTH: usize = 100;
+
+fn decode_msgpack(bytes: &[u8]) -> Result<Mp, AdapterError> {
+    let mut reader = bytes;
+    let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
+        .map_err(|_| AdapterError::NotMsgpack)?;
+    // notepack rejects trailing bytes, and so do we.
+    if !reader.is_empty() {
+        return Err(AdapterError::NotMsgpack);
+    }
+    Ok(value)
+}
+
+fn encode_msgpack(value: &Mp) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    // Writing to a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut out, value);
+    out
+}
+
+fn get<'v>(map: &'v [(Mp, Mp)], key: &str) -> Option<&'v Mp> {
+    map.iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
+}
+
+/// A room name as Node holds it: strings as they are, numbers in decimal.
+fn room_name(value: &Mp) -> Option<String> {
+    match value {
+        Mp::String(s) => s.as_str().map(str::to_owned),
+        Mp::Integer(i) => Some(i.to_string()),
+        Mp::F64(f) if f.fract() == 0.0 && f.is_finite() => Some(format!("{}", *f as i64)),
+        _ => None,
+    }
+}
+
+fn rooms(value: Option<&Mp>) -> Vec<String> {
+    value
+        .and_then(Mp::as_array)
+        .map(|items| items.iter().filter_map(room_name).collect())
+        .unwrap_or_default()
+}
+
+fn selector(value: Option<&Mp>) -> Selector {
+    let map = value.and_then(Mp::as_map).map(Vec::as_slice).unwrap_or(&[]);
+    Selector {
+        rooms: rooms(get(map, "rooms")),
+        except: rooms(get(map, "except")),
+    }
+}
+
+fn str_field(map: &[(Mp, Mp)], key: &str) -> Option<String> {
+    get(map, key).and_then(Mp::as_str).map(str::to_owned)
+}
+
+impl Broadcast {
+    pub fn decode(bytes: &[u8]) -> Result<Self, AdapterError> {
+        let value = decode_msgpack(bytes)?;
+        let parts = value
+            .as_array()
+            .ok_or(AdapterError::Shape("broadcast is not an array"))?;
+        let [uid, packet, opts, ..] = parts.as_slice() else {
+            return Err(AdapterError::Shape("broadcast needs [uid, packet, opts]"));
+        };
+        let packet = packet
+            .as_map()
+            .ok_or(AdapterError::Shape("packet is not a map"))?;
+        // socket.io 2.x publishers may send type 5 (binary event): same meaning here.
+        match get(packet, "type").and_then(Mp::as_i64) {
+            Some(2 | 5) => {}
+            _ => return Err(AdapterError::Shape("packet type is not EVENT")),
+        }
+        let data = get(packet, "data")
+            .and_then(Mp::as_array)
+            .filter(|d| !d.is_empty())
+            .ok_or(AdapterError::Shape("packet data is not a non-empty array"))?
+            .clone();
+        let opts_map = opts.as_map().map(Vec::as_slice).unwrap_or(&[]);
+        Ok(Broadcast {
+            uid: uid.as_str().map(str::to_owned),
+            nsp: str_field(packet, "nsp").unwrap_or_else(|| "/".into()),
+            data,
+            selector: selector(Some(opts)),
+            flags: get(opts_map, "flags")
+                .and_then(Mp::as_map)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+
+    /// notepack-identical bytes. The adapter writes opts as `rooms, except, flags`; the emitter
+    /// as `rooms, flags, except` (`emitter_order`). Node decoders accept either.
+    pub fn encode(&self, emitter_order: bool) -> Vec<u8> {
+        let packet = Mp::Map(vec![
+            (Mp::from("type"), Mp::from(2)),
+            (Mp::from("data"), Mp::Array(self.data.clone())),
+            (Mp::from("nsp"), Mp::from(self.nsp.as_str())),
+        ]);
+        let list =
+            |rooms: &[String]| Mp::Array(rooms.iter().map(|r| Mp::from(r.as_str())).collect());
+        let rooms = (Mp::from("rooms"), list(&self.selector.rooms));
+        let except = (Mp::from("except"), list(&self.selector.except));
+        let flags = (Mp::from("flags"), Mp::Map(self.flags.clone()));
+        let opts = if emitter_order {
+            vec![rooms, flags, except]
+        } else {
+            vec![rooms, except, flags]
+        };
+        let uid = self.uid.as_deref().map_or(Mp::Nil, Mp::from);
+        encode_msgpack(&Mp::Array(vec![uid, packet, Mp::Map(opts)]))
+    }
+
+    /// `flags.timeout` in milliseconds, if set.
+    pub fn timeout_ms(&self) -> Option<u64> {
+        get(&self.flags, "timeout").and_then(Mp::as_u64)
+    }
+}
+
+/// Request types of the classic adapter (8.x codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestType {
+    Sockets = 0,
+    AllRooms = 1,
+    RemoteJoin = 2,
+    RemoteLeave = 3,
+    RemoteDisconnect = 4,
+    RemoteFetch = 5,
+    ServerSideEmit = 6,
+    Broadcast = 7,
+    BroadcastClientCount = 8,
+    BroadcastAck = 9,
+}
+
+impl RequestType {
+    fn from_code(code: i64) -> Option<Self> {
+        use RequestType::*;
+        Some(match code {
+            0 => Sockets,
+            1 => AllRooms,
+            2 => RemoteJoin,
+            3 => RemoteLeave,
+            4 => RemoteDisconnect,
+            5 => RemoteFetch,
+            6 => ServerSideEmit,
+            7 => Broadcast,
+            8 => BroadcastClientCount,
+            9 => BroadcastAck,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        use RequestType::*;
+        match self {
+            Sockets => "sockets",
+            AllRooms => "all_rooms",
+            RemoteJoin => "remote_join",
+            RemoteLeave => "remote_leave",
+            RemoteDisconnect => "remote_disconnect",
+            RemoteFetch => "remote_fetch",
+            ServerSideEmit => "server_side_emit",
+            Broadcast => "broadcast",
+            BroadcastClientCount => "broadcast_client_count",
+            BroadcastAck => "broadcast_ack",
+        }
+    }
+}
+
+/// A message on a request channel. Fields a type does not use are empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub kind: RequestType,
+    pub uid: Option<String>,
+    pub request_id: Option<String>,
+    /// `opts` (current form); `None` for the legacy per-socket form.
+    pub selector: Option<Selector>,
+    /// Rooms to join or leave (REMOTE_JOIN/LEAVE), or the rooms of a SOCKETS request.
+    pub rooms: Vec<String>,
+    pub close: bool,
+    /// Legacy per-socket form: `sid` and `room`.
+    pub sid: Option<String>,
+    pub room: Option<String>,
+    /// SERVER_SIDE_EMIT arguments.
+    pub data: Vec<Mp>,
+    /// BROADCAST (with acks): the broadcast itself.
+    pub broadcast: Option<Broadcast>,
+}
+
+impl Request {
+    /// Requests are JSON when the first byte is `{`, msgpack otherwise (as Node decides).
+    pub fn decode(bytes: &[u8]) -> Result<Self, AdapterError> {
+        let value = if bytes.first() == Some(&b'{') {
+            let json: Json = serde_json::from_slice(bytes).map_err(|_| AdapterError::NotJson)?;
+            from_client_value(&json, &[])
+        } else {
+            decode_msgpack(bytes)?
+        };
+        let map = value
+            .as_map()
+            .ok_or(AdapterError::Shape("request is not a map"))?;
+        let code = get(map, "type")
+            .and_then(Mp::as_i64)
+            .ok_or(AdapterError::Shape("request has no type"))?;
+        let kind = RequestType::from_code(code).ok_or(AdapterError::UnknownType(code))?;
+        let broadcast = match (kind, get(map, "packet").and_then(Mp::as_map)) {
+            (RequestType::Broadcast, Some(packet)) => {
+                let data = get(packet, "data")
+                    .and_then(Mp::as_array)
+                    .filter(|d| !d.is_empty());
+                let data = data
+                    .ok_or(AdapterError::Shape("broadcast packet has no data"))?
+                    .clone();
+                let opts = get(map, "opts")
+                    .and_then(Mp::as_map)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                Some(Broadcast {
+                    uid: str_field(map, "uid"),
+                    nsp: str_field(packet, "nsp").unwrap_or_else(|| "/".into()),
+                    data,
+                    selector: selector(get(map, "opts")),
+                    flags: get(opts, "flags")
+                        .and_then(Mp::as_map)
+                        .cloned()
+                        .unwrap_or_default(),
+                })
+            }
+            (RequestType::Broadcast, None) => {
+                return Err(AdapterError::Shape("broadcast request has no packet"))
+            }
+            _ => None,
+        };
+        Ok(Request {
+            kind,
+            uid: str_field(map, "uid"),
+            request_id: get(map, "requestId").and_then(room_name),
+            selector: get(map, "opts")
+                .filter(|o| o.is_map())
+                .map(|o| selector(Some(o))),
+            rooms: rooms(get(map, "rooms")),
+            close: get(map, "close").and_then(Mp::as_bool).unwrap_or(false),
+            sid: str_field(map, "sid"),
+            room: get(map, "room").and_then(room_name),
+            data: get(map, "data")
+                .and_then(Mp::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            broadcast,
+        })
+    }
+}
+
+/// Requests and responses a node publishes, encoded as Node encodes them.
+pub mod encode {
+    use super::*;
+    use serde_json::json;
+
+    fn selector_json(s: &Selector) -> Json {
+        json!({ "rooms": s.rooms, "except": s.except })
+    }
+
+    /// REMOTE_JOIN (`socketsJoin`), as the emitter sends it (no uid).
+    pub fn sockets_join(selector: &Selector, rooms: &[String]) -> Vec<u8> {
+        json!({ "type": 2, "opts": selector_json(selector), "rooms": rooms })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// REMOTE_LEAVE (`socketsLeave`).
+    pub fn sockets_leave(selector: &Selector, rooms: &[String]) -> Vec<u8> {
+        json!({ "type": 3, "opts": selector_json(selector), "rooms": rooms })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// REMOTE_DISCONNECT (`disconnectSockets(close)`).
+    pub fn disconnect_sockets(selector: &Selector, close: bool) -> Vec<u8> {
+        json!({ "type": 4, "opts": selector_json(selector), "close": close })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// SERVER_SIDE_EMIT without ack. JSON, so binary arguments do not survive (as in Node).
+    pub fn server_side_emit(uid: &str, data: &[Mp]) -> Vec<u8> {
+        let (args, _) = to_client_args(data);
+        json!({ "uid": uid, "type": 6, "data": args })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Answer to SOCKETS.
+    pub fn sockets_response(request_id: &str, socket_ids: &[String]) -> Vec<u8> {
+        json!({ "requestId": request_id, "sockets": socket_ids })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Answer to ALL_ROOMS.
+    pub fn all_rooms_response(request_id: &str, rooms: &[String]) -> Vec<u8> {
+        json!({ "requestId": request_id, "rooms": rooms })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Answer to REMOTE_FETCH: `sockets` are `{id, handshake, rooms, data}` objects.
+    pub fn fetch_response(request_id: &str, sockets: Vec<Json>) -> Vec<u8> {
+        json!({ "requestId": request_id, "sockets": sockets })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Answer to a legacy per-socket REMOTE_JOIN/LEAVE/DISCONNECT.
+    pub fn done_response(request_id: &str) -> Vec<u8> {
+        json!({ "requestId": request_id }).to_string().into_bytes()
+    }
+
+    /// Answer to SERVER_SIDE_EMIT with an ack.
+    pub fn server_side_emit_response(request_id: &str, data: Json) -> Vec<u8> {
+        json!({ "type": 6, "requestId": request_id, "data": data })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// BROADCAST_CLIENT_COUNT (JSON, sent even for 0).
+    pub fn client_count(request_id: &str, count: usize) -> Vec<u8> {
+        json!({ "type": 8, "requestId": request_id, "clientCount": count })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// BROADCAST_ACK (msgpack): `packet` is the first argument of the client's ack.
+    pub fn broadcast_ack(request_id: &str, packet: Mp) -> Vec<u8> {
+        encode_msgpack(&Mp::Map(vec![
+            (Mp::from("type"), Mp::from(9)),
+            (Mp::from("requestId"), Mp::from(request_id)),
+            (Mp::from("packet"), packet),
+        ]))
+    }
+}
+
+/// msgpack values → Socket.IO arguments: `bin` becomes a placeholder plus an attachment, and the
+/// rest is what `JSON.stringify` would make of the decoded JS value (Dates as ISO strings,
+/// non-finite numbers as `null`, map keys as strings).
+pub fn to_client_args(values: &[Mp]) -> (Vec<Json>, Vec<Bytes>) {
+    let mut attachments = Vec::new();
+    let args = values
+        .iter()
+        .map(|v| to_client(v, &mut attachments))
+        .collect();
+    (args, attachments)
+}
+
+fn to_client(value: &Mp, attachments: &mut Vec<Bytes>) -> Json {
+    match value {
+        Mp::Nil => Json::Null,
+        Mp::Boolean(b) => Json::Bool(*b),
+        Mp::Integer(i) => i
+            .as_i64()
+            .map(Json::from)
+            .or_else(|| i.as_u64().map(Json::from))
+            .unwrap_or(Json::Null),
+        Mp::F32(f) => float(f64::from(*f)),
+        Mp::F64(f) => float(*f),
+        Mp::String(s) => Json::String(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Mp::Binary(b) => {
+            attachments.push(Bytes::copy_from_slice(b));
+            placeholder(attachments.len() - 1)
+        }
+        Mp::Array(items) => Json::Array(items.iter().map(|v| to_client(v, attachments)).collect()),
+        Mp::Map(entries) => {
+            let mut map = Map::with_capacity(entries.len());
+            for (k, v) in entries {
+                let key = match k {
+                    Mp::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                    other => match to_client(other, &mut Vec::new()) {
+                        Json::String(s) => s,
+                        json => json.to_string(),
+                    },
+                };
+                map.insert(key, to_client(v, attachments));
+            }
+            Json::Object(map)
+        }
+        Mp::Ext(kind, data) => ext(*kind, data, attachments),
+    }
+}
+
+fn float(f: f64) -> Json {
+    serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)
+}
+
+/// notepack 3: timestamp ext −1 is a Date; notepack 2: ext 0 is `undefined` (1 byte), a Date
+/// (8 bytes, float64 ms) or an ArrayBuffer; any other ext decodes to `[type, Buffer]`.
+fn ext(kind: i8, data: &[u8], attachments: &mut Vec<Bytes>) -> Json {
+    let date = |ms: f64| match iso_date(ms) {
+        Some(s) => Json::String(s),
+        None => Json::Null,
+    };
+    match (kind, data.len()) {
+        (-1, 4) => {
+            date(f64::from(u32::from_be_bytes([data[0], data[1], data[2], data[3]])) * 1000.0)
+        }
+        (-1, 8) => {
+            let raw = u64::from_be_bytes(data.try_into().unwrap_or([0; 8]));
+            let nanos = raw >> 34;
+            let secs = raw & 0x3_ffff_ffff;
+            date(secs as f64 * 1000.0 + (nanos / 1_000_000) as f64)
+        }
+        (-1, 12) => {
+            let nanos = u32::from_be_bytes(data[..4].try_into().unwrap_or([0; 4]));
+            let secs = i64::from_be_bytes(data[4..].try_into().unwrap_or([0; 8]));
+            date(secs as f64 * 1000.0 + f64::from(nanos / 1_000_000))
+        }
+        (0, 1) => Json::Null,
+        (0, 8) => date(f64::from_be_bytes(data.try_into().unwrap_or([0; 8]))),
+        (0, _) => {
+            attachments.push(Bytes::copy_from_slice(data));
+            placeholder(attachments.len() - 1)
+        }
+        (kind, _) => {
+            attachments.push(Bytes::copy_from_slice(data));
+            Json::Array(vec![Json::from(kind), placeholder(attachments.len() - 1)])
+        }
+    }
+}
+
+/// `Date.prototype.toISOString()` of epoch milliseconds (`None` outside years 0..=9999).
+pub fn iso_date(ms: f64) -> Option<String> {
+    if !ms.is_finite() {
+        return None;
+    }
+    let ms = ms.floor() as i64;
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let (year, month, day) = super::civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    Some(format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    ))
+}
+
+/// A Socket.IO value (placeholders referring to `attachments`) → msgpack as notepack would
+/// encode the JS value: integral numbers as integers, binary as `bin`.
+pub fn from_client_value(value: &Json, attachments: &[Bytes]) -> Mp {
+    match value {
+        Json::Null => Mp::Nil,
+        Json::Bool(b) => Mp::Boolean(*b),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Mp::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Mp::from(u)
+            } else {
+                let f = n.as_f64().unwrap_or(0.0);
+                if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                    Mp::from(f as i64)
+                } else {
+                    Mp::F64(f)
+                }
+            }
+        }
+        Json::String(s) => Mp::from(s.as_str()),
+        Json::Array(items) => Mp::Array(
+            items
+                .iter()
+                .map(|v| from_client_value(v, attachments))
+                .collect(),
+        ),
+        Json::Object(map) => {
+            if map.get("_placeholder") == Some(&Json::Bool(true)) {
+                if let Some(data) = map
+                    .get("num")
+                    .and_then(Json::as_u64)
+                    .and_then(|n| attachments.get(n as usize))
+                {
+                    return Mp::Binary(data.to_vec());
+                }
+            }
+            Mp::Map(
+                map.iter()
+                    .map(|(k, v)| (Mp::from(k.as_str()), from_client_value(v, attachments)))
+                    .collect(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Observed `io.emit("hello","world",1,{a:true})` from a Node node with uid `i52Bv0`.
+    const NODE_BROADCAST: &str = "93 a6 693532427630 83 a4 74797065 02 a4 64617461 94 a5 68656c6c6f a5 776f726c64 01 81 a1 61 c3 a3 6e7370 a1 2f 83 a5 726f6f6d73 90 a6 657863657074 90 a5 666c616773 80";
+
+    #[test]
+    fn node_broadcast_decodes_and_reencodes_byte_for_byte() {
+        let bytes = hex(NODE_BROADCAST);
+        let b = Broadcast::decode(&bytes).unwrap();
+        assert_eq!(b.uid.as_deref(), Some("i52Bv0"));
+        assert_eq!(b.nsp, "/");
+        assert_eq!(b.selector, Selector::default());
+        let (args, attachments) = to_client_args(&b.data);
+        assert_eq!(
+            Json::Array(args),
+            serde_json::json!(["hello", "world", 1, {"a": true}])
+        );
+        assert!(attachments.is_empty());
+        assert_eq!(b.encode(false), bytes);
+    }
+
+    #[test]
+    fn emitter_broadcast_matches_observed_bytes() {
+        // emit("e1","a",{b:1}) from @socket.io/redis-emitter 5.1.0.
+        let observed = "93 a7 656d6974746572 83 a4 74797065 02 a4 64617461 93 a2 6531 a1 61 81 a1 62 01 a3 6e7370 a1 2f 83 a5 726f6f6d73 90 a5 666c616773 80 a6 657863657074 90";
+        let b = Broadcast {
+            uid: Some(EMITTER_UID.into()),
+            nsp: "/".into(),
+            data: vec![
+                Mp::from("e1"),
+                Mp::from("a"),
+                Mp::Map(vec![(Mp::from("b"), Mp::from(1))]),
+            ],
+            selector: Selector::default(),
+            flags: vec![],
+        };
+        assert_eq!(b.encode(true), hex(observed));
+    }
+
+    #[test]
+    fn binary_becomes_attachments_and_back() {
+        // io.to("room1").emit("bin", Buffer[1,2,3]): data 92 a3"bin" c4 03 010203
+        let data = decode_msgpack(&hex("92 a3 62696e c4 03 010203")).unwrap();
+        let (args, attachments) = to_client_args(data.as_array().unwrap());
+        assert_eq!(
+            Json::Array(args.clone()),
+            serde_json::json!(["bin", {"_placeholder": true, "num": 0}])
+        );
+        assert_eq!(attachments, vec![Bytes::from_static(&[1, 2, 3])]);
+        let back: Vec<Mp> = args
+            .iter()
+            .map(|a| from_client_value(a, &attachments))
+            .collect();
+        assert_eq!(Mp::Array(back), data);
+    }
+
+    #[test]
+    fn notepack_specials_become_json() {
+        let (args, _) = to_client_args(&[
+            Mp::Ext(-1, vec![0, 0, 0, 0]),
+            Mp::Ext(0, vec![0]),
+            Mp::F64(f64::NAN),
+            Mp::F64(1.5),
+            Mp::Map(vec![(Mp::from(7), Mp::Nil)]),
+            Mp::from(-300),
+        ]);
+        assert_eq!(
+            Json::Array(args),
+            serde_json::json!(["1970-01-01T00:00:00.000Z", null, null, 1.5, {"7": null}, -300])
+        );
+        assert_eq!(
+            iso_date(1_795_264_087_848.0).as_deref(),
+            Some("2026-11-21T12:28:07.848Z")
+        );
+        // 64-bit timestamp: 500 ms past second 1.
+        let raw: u64 = (500_000_000u64 << 34) | 1;
+        let (args, _) = to_client_args(&[Mp::Ext(-1, raw.to_be_bytes().to_vec())]);
+        assert_eq!(args[0], "1970-01-01T00:00:01.500Z");
+    }
+
+    #[test]
+    fn requests_decode_from_json_and_msgpack() {
+        let r = Request::decode(
+            br#"{"uid":"i52Bv0","type":2,"opts":{"rooms":[],"except":[]},"rooms":["x"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.kind, r.rooms.as_slice()),
+            (RequestType::RemoteJoin, &["x".to_string()][..])
+        );
+        assert_eq!(r.selector, Some(Selector::default()));
+        let r =
+            Request::decode(br#"{"type":4,"opts":{"rooms":["room1",5],"except":[]},"close":true}"#)
+                .unwrap();
+        assert!(r.close);
+        assert_eq!(r.selector.unwrap().rooms, vec!["room1", "5"]);
+        let r = Request::decode(
+            br#"{"uid":"i52Bv0","requestId":"uiVdY1","type":6,"data":["ping-server",3]}"#,
+        )
+        .unwrap();
+        assert_eq!((r.request_id.as_deref(), r.data.len()), (Some("uiVdY1"), 2));
+
+        // Observed BROADCAST with ack: io.timeout(1000).emit("ack-ev", 7, cb)
+        let bytes = hex("85 a3 756964 a6 693532427630 a9 7265717565737449 64 a6 6f49626e445a a4 74797065 07 a6 7061636b6574 83 a4 74797065 02 a4 64617461 92 a6 61636b2d6576 07 a3 6e7370 a1 2f a4 6f707473 83 a5 726f6f6d73 90 a6 657863657074 90 a5 666c616773 81 a7 74696d656f7574 cd 03e8");
+        let r = Request::decode(&bytes).unwrap();
+        assert_eq!(
+            (r.kind, r.request_id.as_deref()),
+            (RequestType::Broadcast, Some("oIbnDZ"))
+        );
+        let b = r.broadcast.unwrap();
+        assert_eq!(b.timeout_ms(), Some(1000));
+        assert_eq!(
+            to_client_args(&b.data).0,
+            vec![Json::from("ack-ev"), Json::from(7)]
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert_eq!(Broadcast::decode(b"hello"), Err(AdapterError::NotMsgpack));
+        assert_eq!(
+            Broadcast::decode(&hex("93 a1 61 c0 c0 ff")),
+            Err(AdapterError::NotMsgpack),
+            "trailing bytes"
+        );
+        assert!(matches!(
+            Broadcast::decode(&hex("92 a1 61 c0")),
+            Err(AdapterError::Shape(_))
+        ));
+        assert!(matches!(
+            Broadcast::decode(&hex("93 c0 81 a4 74797065 05 80")),
+            Err(AdapterError::Shape(_))
+        ));
+        assert_eq!(Request::decode(b"{not json"), Err(AdapterError::NotJson));
+        assert_eq!(
+            Request::decode(br#"{"type":42}"#),
+            Err(AdapterError::UnknownType(42))
+        );
+        assert!(matches!(
+            Request::decode(b"[]"),
+            Err(AdapterError::NotMsgpack | AdapterError::Shape(_))
+        ));
+        assert!(
+            Request::decode(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err(),
+            "a huge declared array"
+        );
+        let deep = [vec![0x91u8; 100_000], vec![0xc0]].concat();
+        assert!(Broadcast::decode(&deep).is_err(), "deep nesting is refused");
+    }
+
+    #[test]
+    fn room_channels() {
+        let c = Channels::new("socket.io", "/");
+        assert_eq!(c.for_rooms(&["room1".into()]), "socket.io#/#room1#");
+        assert_eq!(c.for_rooms(&["a".into(), "b".into()]), "socket.io#/#");
+        assert_eq!(c.room_of("socket.io#/#room1#"), Some("room1"));
+        assert_eq!(c.room_of("socket.io#/#"), Some(""));
+        assert_eq!(c.room_of("socket.io#/admin#"), None);
+        assert_eq!(c.broadcast_pattern(), "socket.io#/#*");
+        assert_eq!(c.response_for("AbC123"), "socket.io-response#/#AbC123#");
+        assert_eq!(Channels::new("k", "/admin").request, "k-request#/admin#");
+    }
+}
