@@ -66,7 +66,7 @@ async fn main() -> std::io::Result<()> {
         origins: Default::default(),
         reject_at_upgrade: false,
     };
-    let server = wsgate::Server::start(args.listen, config, http).await?;
+    let server = wsgate::Server::start(args.listen, config, http, None).await?;
     println!("echo listening on {}", server.local_addr());
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;

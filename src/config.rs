@@ -4,7 +4,7 @@ use crate::auth::{OriginPolicy, SessionAuth, SessionSecrets, SessionStore};
 use crate::gateway::{GatewayConfig, NoHooks, RoomTemplates};
 use crate::http::HttpOptions;
 use crate::transport::TransportConfig;
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,8 +18,77 @@ use std::time::Duration;
     long_about = None
 )]
 pub struct Cli {
+    /// Without a subcommand, wsgate serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+/// One-shot publishing into the cluster, as `@socket.io/redis-emitter` does.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Emit an event to sockets, on every node of the cluster.
+    ///
+    /// wsgate emit --room user:42 --event notice --data '{"text":"hi"}'
+    Emit(EmitArgs),
+    /// Disconnect sockets, on every node of the cluster (e.g. on logout: --room session:SID).
+    Disconnect(DisconnectArgs),
+}
+
+impl Command {
+    pub fn target(&self) -> &PublishArgs {
+        match self {
+            Command::Emit(a) => &a.target,
+            Command::Disconnect(a) => &a.target,
+        }
+    }
+}
+
+/// Where to publish.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Redis shared by the cluster.
+    #[arg(
+        long,
+        env = "WSGATE_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+    /// Key prefix of the adapter channels (the Node adapter's `key`).
+    #[arg(long, env = "WSGATE_ADAPTER_KEY", default_value = "socket.io")]
+    pub adapter_key: String,
+    /// Namespace to publish into.
+    #[arg(long, default_value = "/")]
+    pub namespace: String,
+    /// Only sockets in this room (repeatable: any of them). Default: every socket.
+    #[arg(long = "room")]
+    pub rooms: Vec<String>,
+    /// Not sockets in this room (repeatable).
+    #[arg(long = "except")]
+    pub except: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    #[command(flatten)]
+    pub target: PublishArgs,
+    /// Event name.
+    #[arg(long)]
+    pub event: String,
+    /// One JSON argument of the event (repeatable, in order).
+    #[arg(long = "data")]
+    pub data: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DisconnectArgs {
+    #[command(flatten)]
+    pub target: PublishArgs,
+    /// Only leave the namespace; keep the underlying connection open.
+    #[arg(long)]
+    pub keep_connection: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,11 +119,7 @@ pub struct ServeArgs {
 
     /// express-session secret; repeat for rotation (every one verifies, in order). The env
     /// variable holds one secret; use --session-secret-file for several.
-    #[arg(
-        long = "session-secret",
-        env = "WSGATE_SESSION_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long = "session-secret", env = "WSGATE_SESSION_SECRET", hide_env_values = true)]
     pub session_secrets: Vec<String>,
 
     /// File with one express-session secret per line (tried after --session-secret).
@@ -76,11 +141,7 @@ pub struct ServeArgs {
 
     /// Origin allowed to open sockets, exact (scheme://host[:port]); repeatable. Without any,
     /// only same-origin requests and requests without Origin are allowed.
-    #[arg(
-        long = "allowed-origin",
-        env = "WSGATE_ALLOWED_ORIGIN",
-        value_delimiter = ','
-    )]
+    #[arg(long = "allowed-origin", env = "WSGATE_ALLOWED_ORIGIN", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
     /// Namespace to serve besides `/`; repeatable.
@@ -124,6 +185,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_REJECT_AT_UPGRADE")]
     pub reject_at_upgrade: bool,
 
+    /// Key prefix of the cluster adapter's Redis channels (the Node adapter's `key`).
+    #[arg(long, env = "WSGATE_ADAPTER_KEY", default_value = "socket.io")]
+    pub adapter_key: String,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -150,19 +215,14 @@ pub enum ConfigError {
     #[error("no session secret: pass --session-secret (or WSGATE_SESSION_SECRET) or --session-secret-file with the secret(s) of the Express app's express-session")]
     NoSecret,
     #[error("cannot read --session-secret-file {path}: {source}")]
-    SecretFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    SecretFile { path: PathBuf, source: std::io::Error },
     #[error("namespace {0:?} must start with '/'")]
     BadNamespace(String),
     #[error("--path {0:?} must start with '/'")]
     BadPath(String),
     #[error("--user-path {0:?} must be a JSON pointer starting with '/' (e.g. /passport/user)")]
     BadUserPath(String),
-    #[error(
-        "--ping-interval, --ping-timeout, --connect-timeout and --max-payload must be positive"
-    )]
+    #[error("--ping-interval, --ping-timeout, --connect-timeout and --max-payload must be positive")]
     ZeroLimit,
     #[error("--redis-url is not a valid Redis URL: {0}")]
     BadRedisUrl(String),
@@ -171,11 +231,7 @@ pub enum ConfigError {
 impl ServeArgs {
     /// All secrets, flags first, then the file.
     pub fn secrets(&self) -> Result<SessionSecrets, ConfigError> {
-        let mut secrets: Vec<Vec<u8>> = self
-            .session_secrets
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect();
+        let mut secrets: Vec<Vec<u8>> = self.session_secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
         if let Some(path) = &self.session_secret_file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
                 path: path.clone(),
@@ -224,10 +280,13 @@ impl ServeArgs {
         Ok(())
     }
 
+    fn redis_client(&self) -> Result<redis::Client, ConfigError> {
+        redis::Client::open(self.redis_url.as_str()).map_err(|e| ConfigError::BadRedisUrl(e.to_string()))
+    }
+
     /// A Redis connection that connects on first use and reconnects by itself.
     pub fn redis(&self) -> Result<redis::aio::ConnectionManager, ConfigError> {
-        let client = redis::Client::open(self.redis_url.as_str())
-            .map_err(|e| ConfigError::BadRedisUrl(e.to_string()))?;
+        let client = self.redis_client()?;
         let timeout = Duration::from_millis(self.session_lookup_timeout);
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -239,11 +298,17 @@ impl ServeArgs {
     }
 
     /// Everything the serving mode needs, checked.
-    pub fn build(&self) -> Result<(GatewayConfig, HttpOptions), ConfigError> {
+    pub fn build(&self) -> Result<(GatewayConfig, HttpOptions, crate::ClusterOptions), ConfigError> {
         self.validate()?;
         let secrets = self.secrets()?;
+        let redis = self.redis()?;
+        let cluster = crate::ClusterOptions {
+            redis: self.redis_client()?,
+            publisher: redis.clone(),
+            prefix: self.adapter_key.clone(),
+        };
         let store = SessionStore::new(
-            self.redis()?,
+            redis,
             self.session_prefix.clone(),
             self.user_path.clone(),
             Duration::from_millis(self.session_lookup_timeout),
@@ -267,14 +332,13 @@ impl ServeArgs {
             origins: OriginPolicy::new(self.allowed_origins.clone()),
             reject_at_upgrade: self.reject_at_upgrade,
         };
-        Ok((gateway, http))
+        Ok((gateway, http, cluster))
     }
 }
 
 /// Sets up logging to stderr in the chosen format; the level comes from `RUST_LOG`.
 pub fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

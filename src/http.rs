@@ -73,12 +73,7 @@ async fn socket_endpoint(
 ) -> Response {
     let gateway = &state.gateway;
     let query = parse_query(uri.query().unwrap_or(""));
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let checked = check_handshake(
         param("transport"),
         param("sid"),
@@ -87,9 +82,7 @@ async fn socket_endpoint(
         upgrade.is_ok(),
     );
     if let Err(err) = checked {
-        gateway
-            .metrics
-            .inc("wsgate_handshakes_total", "bad_request");
+        gateway.metrics.inc("wsgate_handshakes_total", "bad_request");
         return handshake_error(err);
     }
     let Ok(upgrade) = upgrade else {
@@ -99,9 +92,7 @@ async fn socket_endpoint(
     let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let origin = header(header::ORIGIN);
     if !state.options.origins.allows(origin, header(header::HOST)) {
-        gateway
-            .metrics
-            .inc("wsgate_handshakes_total", "origin_rejected");
+        gateway.metrics.inc("wsgate_handshakes_total", "origin_rejected");
         tracing::info!(origin = origin.unwrap_or(""), peer = %peer, "handshake refused: Origin not allowed (add it with --allowed-origin)");
         return handshake_error(HandshakeError::Forbidden);
     }
@@ -116,18 +107,12 @@ async fn socket_endpoint(
             Ok(identity) => PendingAuth::Decided(Some(Ok(identity))),
             Err(err) => {
                 gateway.metrics.inc("wsgate_auth_total", err.reason());
-                gateway
-                    .metrics
-                    .inc("wsgate_handshakes_total", "auth_rejected");
+                gateway.metrics.inc("wsgate_handshakes_total", "auth_rejected");
                 let status = match err {
                     crate::auth::AuthError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::UNAUTHORIZED,
                 };
-                return json_error(
-                    status,
-                    HandshakeError::Forbidden.code(),
-                    err.client_message(),
-                );
+                return json_error(status, HandshakeError::Forbidden.code(), err.client_message());
             }
         },
         _ => PendingAuth::Cookies(cookies),
@@ -153,8 +138,7 @@ fn parse_query(query: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode =
-                |s: &str| crate::auth::cookie::decode_value(&s.replace('+', " ")).into_owned();
+            let decode = |s: &str| crate::auth::cookie::decode_value(&s.replace('+', " ")).into_owned();
             (decode(k), decode(v))
         })
         .collect()
@@ -162,12 +146,7 @@ fn parse_query(query: &str) -> Vec<(String, String)> {
 
 const KEPT_HEADERS: [&str; 4] = ["host", "origin", "user-agent", "x-forwarded-for"];
 
-fn handshake_info(
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    uri: &Uri,
-    query: Vec<(String, String)>,
-) -> Handshake {
+fn handshake_info(headers: &HeaderMap, peer: SocketAddr, uri: &Uri, query: Vec<(String, String)>) -> Handshake {
     let issued = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -175,20 +154,12 @@ fn handshake_info(
     Handshake {
         headers: KEPT_HEADERS
             .iter()
-            .filter_map(|name| {
-                Some((
-                    name.to_string(),
-                    headers.get(*name)?.to_str().ok()?.to_owned(),
-                ))
-            })
+            .filter_map(|name| Some((name.to_string(), headers.get(*name)?.to_str().ok()?.to_owned())))
             .collect(),
         time: js_date_string(issued / 1000),
         issued,
         address: peer.ip().to_string(),
-        url: uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_default(),
+        url: uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
         query,
     }
 }

@@ -9,9 +9,12 @@
 //! - [`transport`]: one WebSocket per task, heartbeats, bounded outbound queue.
 //! - [`auth`]: express-session cookie, connect-redis session record, Origin policy.
 //! - [`gateway`]: namespaces, sockets, rooms, connect policy.
+//! - [`cluster`]: the Redis adapter, wire-compatible with `@socket.io/redis-adapter` and
+//!   `@socket.io/redis-emitter`; [`cluster::Emitter`] publishes from any process.
 //! - [`http`], [`config`] and the binary sit on top.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod http;
@@ -26,26 +29,38 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Where the cluster adapter talks to Redis.
+pub struct ClusterOptions {
+    pub redis: redis::Client,
+    /// Shared publishing connection.
+    pub publisher: redis::aio::ConnectionManager,
+    /// Key prefix of the adapter channels (`key` of the Node adapter, default `socket.io`).
+    pub prefix: String,
+}
+
 /// A running gateway: an HTTP listener serving the Socket.IO endpoint.
 pub struct Server {
     local_addr: SocketAddr,
     gateway: Arc<Gateway>,
+    cluster: Option<Arc<cluster::Cluster>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free port) and starts serving.
+    /// Binds `addr` (port 0 picks a free port) and starts serving; with `cluster`, the node also
+    /// joins the cluster through Redis.
     pub async fn start(
         addr: SocketAddr,
         config: GatewayConfig,
         http: HttpOptions,
+        cluster: Option<ClusterOptions>,
     ) -> std::io::Result<Server> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let gateway = Gateway::new(config);
-        let app =
-            http::router(gateway.clone(), http).into_make_service_with_connect_info::<SocketAddr>();
+        let cluster = cluster.map(|c| cluster::Cluster::start(gateway.clone(), c.redis, c.publisher, &c.prefix));
+        let app = http::router(gateway.clone(), http).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -57,6 +72,7 @@ impl Server {
         Ok(Server {
             local_addr,
             gateway,
+            cluster,
             stop,
             task,
         })
@@ -68,6 +84,11 @@ impl Server {
 
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// The cluster adapter, when the server was started with one.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Disconnects every client, stops accepting, and waits for the listener to finish.

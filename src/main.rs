@@ -1,13 +1,21 @@
 use clap::Parser;
 use std::process::ExitCode;
-use wsgate::config::{init_logging, Cli};
+use std::time::Duration;
+use wsgate::cluster::Emitter;
+use wsgate::config::{init_logging, Cli, Command, PublishArgs};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = cli.serve;
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(command) => publish(command).await,
+    }
+}
+
+async fn serve(args: wsgate::config::ServeArgs) -> ExitCode {
     init_logging(args.log_format);
-    let (gateway, http) = match args.build() {
+    let (gateway, http, cluster) = match args.build() {
         Ok(built) => built,
         Err(err) => {
             tracing::error!("cannot start: {err}");
@@ -16,7 +24,7 @@ async fn main() -> ExitCode {
         }
     };
     let secrets = gateway.auth.as_ref().map_or(0, |a| a.secrets.len());
-    let server = match wsgate::Server::start(args.listen, gateway, http).await {
+    let server = match wsgate::Server::start(args.listen, gateway, http, Some(cluster)).await {
         Ok(server) => server,
         Err(err) => {
             eprintln!("wsgate: cannot listen on {}: {err}", args.listen);
@@ -29,6 +37,7 @@ async fn main() -> ExitCode {
         secrets,
         namespaces = ?args.namespaces,
         allowed_origins = ?args.allowed_origins,
+        adapter_key = %args.adapter_key,
         "wsgate listening"
     );
     shutdown_signal().await;
@@ -37,18 +46,81 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `wsgate emit` / `wsgate disconnect`: one publish, one line saying whether Redis took it.
+async fn publish(command: Command) -> ExitCode {
+    let target = command.target();
+    let what = match &command {
+        Command::Emit(a) => format!("event {:?}", a.event),
+        Command::Disconnect(_) => "disconnect".to_string(),
+    };
+    let emitter = match connect(target).await {
+        Ok(emitter) => emitter,
+        Err(err) => {
+            eprintln!("wsgate: cannot reach Redis at --redis-url: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut selected = emitter.of(&target.namespace);
+    for room in &target.rooms {
+        selected = selected.to(room.clone());
+    }
+    for room in &target.except {
+        selected = selected.except(room.clone());
+    }
+    let published = match &command {
+        Command::Emit(a) => {
+            let mut args = Vec::new();
+            for (i, raw) in a.data.iter().enumerate() {
+                match serde_json::from_str::<serde_json::Value>(raw) {
+                    Ok(json) => args.push(wsgate::protocol::adapter::from_client_value(&json, &[])),
+                    Err(err) => {
+                        eprintln!(
+                            "wsgate: --data #{} is not JSON ({err}); quote strings: --data '\"text\"'",
+                            i + 1
+                        );
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            selected.emit(&a.event, args).await
+        }
+        Command::Disconnect(a) => selected.disconnect_sockets(!a.keep_connection).await,
+    };
+    match published {
+        Ok(receivers) => {
+            println!(
+                "published {what} to namespace {} ({receivers} subscribed node(s) received it)",
+                target.namespace
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("wsgate: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn connect(target: &PublishArgs) -> Result<Emitter, String> {
+    let client = redis::Client::open(target.redis_url.as_str()).map_err(|e| e.to_string())?;
+    let manager = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(Emitter::new(manager, &target.adapter_key))
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

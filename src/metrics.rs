@@ -16,20 +16,16 @@ pub struct Metrics {
     pub messages_in: AtomicU64,
     /// Packets queued to clients.
     pub packets_out: AtomicU64,
+    /// 1 while the cluster adapter's pub/sub connection is subscribed.
+    pub pubsub_up: AtomicI64,
     labelled: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 /// Help text for each counter family, in the order they are rendered.
 const FAMILIES: &[(&str, &str)] = &[
     ("wsgate_handshakes_total", "WebSocket handshakes by outcome"),
-    (
-        "wsgate_auth_total",
-        "Namespace connects by authentication outcome",
-    ),
-    (
-        "wsgate_disconnects_total",
-        "Closed engine connections by reason",
-    ),
+    ("wsgate_auth_total", "Namespace connects by authentication outcome"),
+    ("wsgate_disconnects_total", "Closed engine connections by reason"),
     (
         "wsgate_malformed_packets_total",
         "Malformed packets from clients, by kind",
@@ -42,6 +38,18 @@ const FAMILIES: &[(&str, &str)] = &[
         "wsgate_invalid_namespace_total",
         "CONNECTs to namespaces that are not served",
     ),
+    (
+        "wsgate_adapter_messages_total",
+        "Cluster adapter messages handled, by type",
+    ),
+    (
+        "wsgate_adapter_dropped_total",
+        "Cluster adapter messages dropped, by reason",
+    ),
+    (
+        "wsgate_redis_pubsub_total",
+        "Cluster adapter pub/sub connection events (lost, recovered)",
+    ),
 ];
 
 impl Metrics {
@@ -51,11 +59,7 @@ impl Metrics {
     }
 
     pub fn get(&self, family: &'static str, label: &'static str) -> u64 {
-        self.labelled
-            .lock()
-            .get(&(family, label))
-            .copied()
-            .unwrap_or(0)
+        self.labelled.lock().get(&(family, label)).copied().unwrap_or(0)
     }
 
     pub fn render(&self) -> String {
@@ -64,10 +68,7 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
         gauge(
             &mut out,
@@ -86,6 +87,12 @@ impl Metrics {
             "wsgate_packets_out_total",
             "Packets queued to clients",
             self.packets_out.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "wsgate_redis_pubsub_up",
+            "1 while the cluster adapter is subscribed",
+            self.pubsub_up.load(Ordering::Relaxed),
         );
         let labelled = self.labelled.lock();
         for (family, help) in FAMILIES {

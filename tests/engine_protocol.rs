@@ -96,17 +96,11 @@ async fn bad_handshakes_get_engine_io_json_errors() {
 async fn origin_must_be_same_origin_or_allowed() {
     let (_redis, server, cookie) = setup(&[]).await;
     let addr = server.local_addr();
-    let (status, body) = Client::open(
-        addr,
-        &[("origin", "https://evil.test"), ("cookie", &cookie)],
-    )
-    .await
-    .err()
-    .expect("refused");
-    assert_eq!(
-        (status, body.as_str()),
-        (403, r#"{"code":4,"message":"Forbidden"}"#)
-    );
+    let (status, body) = Client::open(addr, &[("origin", "https://evil.test"), ("cookie", &cookie)])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!((status, body.as_str()), (403, r#"{"code":4,"message":"Forbidden"}"#));
     // Same origin (Origin host:port == Host) and no Origin at all are fine.
     let same = format!("http://{addr}");
     assert!(Client::open(addr, &[("origin", &same)]).await.is_ok());
@@ -130,10 +124,7 @@ async fn origin_must_be_same_origin_or_allowed() {
     assert_eq!(status, 403);
     let same = format!("http://{addr}");
     assert_eq!(
-        Client::open(addr, &[("origin", &same)])
-            .await
-            .err()
-            .map(|e| e.0),
+        Client::open(addr, &[("origin", &same)]).await.err().map(|e| e.0),
         Some(403),
         "the list replaces same-origin"
     );
@@ -148,8 +139,7 @@ async fn origin_must_be_same_origin_or_allowed() {
 
 #[tokio::test]
 async fn heartbeat_keeps_answering_clients_and_drops_silent_ones() {
-    let (_redis, server, cookie) =
-        setup(&["--ping-interval", "100", "--ping-timeout", "150"]).await;
+    let (_redis, server, cookie) = setup(&["--ping-interval", "100", "--ping-timeout", "150"]).await;
     let addr = server.local_addr();
 
     let (mut alive, _) = Client::connect_as(addr, &cookie).await;
@@ -169,15 +159,9 @@ async fn heartbeat_keeps_answering_clients_and_drops_silent_ones() {
         "{elapsed:?}"
     );
     alive.send(r#"421["still-here"]"#).await;
+    assert_eq!(alive.text().await, r#"431[{"ok":false,"error":"unhandled"}]"#);
     assert_eq!(
-        alive.text().await,
-        r#"431[{"ok":false,"error":"unhandled"}]"#
-    );
-    assert_eq!(
-        server
-            .gateway()
-            .metrics
-            .get("wsgate_disconnects_total", "ping_timeout"),
+        server.gateway().metrics.get("wsgate_disconnects_total", "ping_timeout"),
         1
     );
 }
@@ -187,11 +171,7 @@ async fn frame_over_max_payload_closes_the_connection() {
     let (_redis, server, cookie) = setup(&["--max-payload", "1000"]).await;
     let (mut client, _) = Client::connect_as(server.local_addr(), &cookie).await;
     let big = format!(r#"42["big","{}"]"#, "x".repeat(2000));
-    let _ = futures_util::SinkExt::send(
-        &mut client.ws,
-        tokio_tungstenite::tungstenite::Message::text(big),
-    )
-    .await;
+    let _ = futures_util::SinkExt::send(&mut client.ws, tokio_tungstenite::tungstenite::Message::text(big)).await;
     let code = client.closed().await;
     assert!(matches!(code, Some(1009) | None), "{code:?}");
     eventually("counted", || {
@@ -252,21 +232,12 @@ async fn malformed_packets_close_only_their_connection() {
     client.closed().await;
 
     bystander.send(r#"427["ping"]"#).await;
-    assert_eq!(
-        bystander.text().await,
-        r#"437[{"ok":false,"error":"unhandled"}]"#
-    );
+    assert_eq!(bystander.text().await, r#"437[{"ok":false,"error":"unhandled"}]"#);
     eventually("only the bystander left", || {
         server.gateway().namespace("/").unwrap().socket_count() == 1
     })
     .await;
-    assert!(
-        server
-            .gateway()
-            .metrics
-            .get("wsgate_disconnects_total", "parse_error")
-            >= 16
-    );
+    assert!(server.gateway().metrics.get("wsgate_disconnects_total", "parse_error") >= 16);
 }
 
 #[tokio::test]
@@ -276,10 +247,7 @@ async fn namespaces_events_and_unhandled_acks() {
     let (mut client, _) = Client::open(addr, &[("cookie", &cookie)]).await.unwrap();
 
     client.send("40/nope,").await;
-    assert_eq!(
-        client.text().await,
-        r#"44/nope,{"message":"Invalid namespace"}"#
-    );
+    assert_eq!(client.text().await, r#"44/nope,{"message":"Invalid namespace"}"#);
     // The connection stays usable.
     client.send("40/admin,").await;
     assert!(client.text().await.starts_with(r#"40/admin,{"sid":""#));
@@ -289,39 +257,22 @@ async fn namespaces_events_and_unhandled_acks() {
     // Events without an ack are dropped silently; with an ack they are answered.
     client.send(r#"42["no-ack"]"#).await;
     client.send(r#"42/admin,5["with-ack",1]"#).await;
-    assert_eq!(
-        client.text().await,
-        r#"43/admin,5[{"ok":false,"error":"unhandled"}]"#
-    );
+    assert_eq!(client.text().await, r#"43/admin,5[{"ok":false,"error":"unhandled"}]"#);
     // Binary events are reassembled before they are answered.
-    client
-        .send(r#"451-9["bin",{"_placeholder":true,"num":0}]"#)
-        .await;
+    client.send(r#"451-9["bin",{"_placeholder":true,"num":0}]"#).await;
     client.send_binary(&[1, 2, 3]).await;
+    assert_eq!(client.text().await, r#"439[{"ok":false,"error":"unhandled"}]"#);
     assert_eq!(
-        client.text().await,
-        r#"439[{"ok":false,"error":"unhandled"}]"#
-    );
-    assert_eq!(
-        server
-            .gateway()
-            .metrics
-            .get("wsgate_unhandled_events_total", "dropped"),
+        server.gateway().metrics.get("wsgate_unhandled_events_total", "dropped"),
         3
     );
 
     // Leaving one namespace keeps the other.
     client.send("41/admin,").await;
     client.send(r#"4211["after"]"#).await;
-    assert_eq!(
-        client.text().await,
-        r#"4311[{"ok":false,"error":"unhandled"}]"#
-    );
+    assert_eq!(client.text().await, r#"4311[{"ok":false,"error":"unhandled"}]"#);
     let gw = server.gateway();
-    eventually("left /admin", || {
-        gw.namespace("/admin").unwrap().socket_count() == 0
-    })
-    .await;
+    eventually("left /admin", || gw.namespace("/admin").unwrap().socket_count() == 0).await;
     assert_eq!(gw.namespace("/").unwrap().socket_count(), 1);
 }
 
@@ -345,12 +296,7 @@ async fn connection_without_namespace_is_closed_after_connect_timeout() {
 async fn server_disconnect_sends_disconnect_packet_then_closes() {
     let (_redis, server, cookie) = setup(&[]).await;
     let (mut client, socket_id) = Client::connect_as(server.local_addr(), &cookie).await;
-    let socket = server
-        .gateway()
-        .namespace("/")
-        .unwrap()
-        .socket(&socket_id)
-        .unwrap();
+    let socket = server.gateway().namespace("/").unwrap().socket(&socket_id).unwrap();
     server.gateway().disconnect(&socket, true);
     assert_eq!(client.text().await, "41");
     client.closed().await;

@@ -13,10 +13,9 @@ async fn logged_in_user_connects_and_joins_own_user_and_session_rooms() {
     redis.login(SID, "42").await;
     let server = gateway(&redis.url(), &[]).await;
 
-    let (mut client, open) =
-        Client::open(server.local_addr(), &[("cookie", &cookie_for(SID, SECRET))])
-            .await
-            .unwrap();
+    let (mut client, open) = Client::open(server.local_addr(), &[("cookie", &cookie_for(SID, SECRET))])
+        .await
+        .unwrap();
     let open: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
     assert_eq!(open["sid"].as_str().unwrap().len(), 20);
     assert_eq!(open["upgrades"], serde_json::json!([]));
@@ -44,10 +43,7 @@ async fn logged_in_user_connects_and_joins_own_user_and_session_rooms() {
         assert_eq!(members.len(), 1, "room {room}");
         assert_eq!(&*members[0].id, socket_id);
     }
-    assert_eq!(
-        nsp.members("user:42")[0].data,
-        serde_json::json!({"user": 42})
-    );
+    assert_eq!(nsp.members("user:42")[0].data, serde_json::json!({"user": 42}));
 
     // A broadcast to the user's room reaches the socket.
     let sent = nsp.broadcast(
@@ -64,10 +60,7 @@ async fn logged_in_user_connects_and_joins_own_user_and_session_rooms() {
         nsp.socket_count() == 0 && nsp.room_count() == 0
     })
     .await;
-    eventually("connection gone", || {
-        server.gateway().connection_count() == 0
-    })
-    .await;
+    eventually("connection gone", || server.gateway().connection_count() == 0).await;
 }
 
 /// Every way to be anonymous gets the CONNECT_ERROR a Node middleware would send, joins no room,
@@ -82,10 +75,7 @@ async fn anonymous_handshakes_get_authentication_error() {
     redis.login("falseuser", "false").await;
     redis.login("emptyuser", r#""""#).await;
     redis
-        .put_session(
-            "nopassport",
-            r#"{"cookie":{"path":"/"},"returnTo":"/dashboard"}"#,
-        )
+        .put_session("nopassport", r#"{"cookie":{"path":"/"},"returnTo":"/dashboard"}"#)
         .await;
     redis
         .put_session("loggedout", r#"{"cookie":{"path":"/"},"passport":{}}"#)
@@ -100,38 +90,20 @@ async fn anonymous_handshakes_get_authentication_error() {
         ("other cookies only", vec![("cookie", "a=1; b=2".into())]),
         ("unsigned", vec![("cookie", unsigned)]),
         ("tampered signature", vec![("cookie", tampered)]),
-        (
-            "unknown secret",
-            vec![("cookie", cookie_for("valid", "someone-else"))],
-        ),
+        ("unknown secret", vec![("cookie", cookie_for("valid", "someone-else"))]),
         (
             "no session record",
             vec![("cookie", cookie_for("expired-or-destroyed", SECRET))],
         ),
-        (
-            "user null",
-            vec![("cookie", cookie_for("nulluser", SECRET))],
-        ),
-        (
-            "user false",
-            vec![("cookie", cookie_for("falseuser", SECRET))],
-        ),
-        (
-            "user empty string",
-            vec![("cookie", cookie_for("emptyuser", SECRET))],
-        ),
-        (
-            "no passport",
-            vec![("cookie", cookie_for("nopassport", SECRET))],
-        ),
+        ("user null", vec![("cookie", cookie_for("nulluser", SECRET))]),
+        ("user false", vec![("cookie", cookie_for("falseuser", SECRET))]),
+        ("user empty string", vec![("cookie", cookie_for("emptyuser", SECRET))]),
+        ("no passport", vec![("cookie", cookie_for("nopassport", SECRET))]),
         (
             "logged out (passport 0.5)",
             vec![("cookie", cookie_for("loggedout", SECRET))],
         ),
-        (
-            "record not JSON",
-            vec![("cookie", cookie_for("notjson", SECRET))],
-        ),
+        ("record not JSON", vec![("cookie", cookie_for("notjson", SECRET))]),
         // Only the first cookie of a name counts, as in express-session.
         (
             "bad first cookie",
@@ -145,11 +117,7 @@ async fn anonymous_handshakes_get_authentication_error() {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (mut client, _) = Client::open(addr, &headers).await.unwrap();
         client.send("40").await;
-        assert_eq!(
-            client.text().await,
-            r#"44{"message":"Authentication error"}"#,
-            "{case}"
-        );
+        assert_eq!(client.text().await, r#"44{"message":"Authentication error"}"#, "{case}");
         client.closed().await;
     }
     let nsp = server.gateway().namespace("/").unwrap();
@@ -158,13 +126,7 @@ async fn anonymous_handshakes_get_authentication_error() {
         (0, 0),
         "no anonymous socket joined anything"
     );
-    assert!(
-        server
-            .gateway()
-            .metrics
-            .get("wsgate_auth_total", "bad_signature")
-            >= 2
-    );
+    assert!(server.gateway().metrics.get("wsgate_auth_total", "bad_signature") >= 2);
     assert!(server.gateway().metrics.get("wsgate_auth_total", "no_user") >= 5);
 }
 
@@ -176,11 +138,14 @@ async fn users_express_accepts_are_accepted() {
 
     // `0` is a valid passport user; objects are users too.
     redis.login("zero", "0").await;
-    redis
-        .login("object", r#"{"id":"a1b2","role":"admin"}"#)
-        .await;
+    redis.login("object", r#"{"id":"a1b2","role":"admin"}"#).await;
     // The stored cookie.expires is in the past; only the key's existence counts.
-    redis.put_session("stale", r#"{"cookie":{"originalMaxAge":3000,"expires":"2000-01-01T00:00:00.000Z"},"passport":{"user":"alice"}}"#).await;
+    redis
+        .put_session(
+            "stale",
+            r#"{"cookie":{"originalMaxAge":3000,"expires":"2000-01-01T00:00:00.000Z"},"passport":{"user":"alice"}}"#,
+        )
+        .await;
 
     let (_c0, _) = Client::connect_as(addr, &cookie_for("zero", SECRET)).await;
     let (_c1, _) = Client::connect_as(addr, &cookie_for("object", SECRET)).await;
@@ -211,15 +176,11 @@ async fn unreachable_or_slow_store_refuses_with_session_store_unavailable() {
         &["--session-lookup-timeout", "500"],
     )
     .await;
-    let (mut client, _) =
-        Client::open(server.local_addr(), &[("cookie", &cookie_for(SID, SECRET))])
-            .await
-            .unwrap();
+    let (mut client, _) = Client::open(server.local_addr(), &[("cookie", &cookie_for(SID, SECRET))])
+        .await
+        .unwrap();
     client.send("40").await;
-    assert_eq!(
-        client.text().await,
-        r#"44{"message":"Session store unavailable"}"#
-    );
+    assert_eq!(client.text().await, r#"44{"message":"Session store unavailable"}"#);
     client.closed().await;
 
     // A store that answers too late counts as unavailable too.
@@ -227,15 +188,11 @@ async fn unreachable_or_slow_store_refuses_with_session_store_unavailable() {
     redis.login(SID, "42").await;
     let server = gateway(&redis.url(), &["--session-lookup-timeout", "300"]).await;
     let _: () = redis.cmd(&["CLIENT", "PAUSE", "1500"]).await;
-    let (mut client, _) =
-        Client::open(server.local_addr(), &[("cookie", &cookie_for(SID, SECRET))])
-            .await
-            .unwrap();
+    let (mut client, _) = Client::open(server.local_addr(), &[("cookie", &cookie_for(SID, SECRET))])
+        .await
+        .unwrap();
     client.send("40").await;
-    assert_eq!(
-        client.text().await,
-        r#"44{"message":"Session store unavailable"}"#
-    );
+    assert_eq!(client.text().await, r#"44{"message":"Session store unavailable"}"#);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Once Redis answers again, the same user gets in.
     let (_client, _) = Client::connect_as(server.local_addr(), &cookie_for(SID, SECRET)).await;
@@ -285,16 +242,9 @@ async fn custom_cookie_name_prefix_user_path_and_room_templates() {
     let (_client, socket_id) = Client::connect_as(server.local_addr(), &cookie).await;
     let nsp = server.gateway().namespace("/").unwrap();
     assert_eq!(nsp.members("u/u1").len(), 1);
-    let mut rooms: Vec<String> = nsp.members("u/u1")[0]
-        .rooms()
-        .iter()
-        .map(|r| r.to_string())
-        .collect();
+    let mut rooms: Vec<String> = nsp.members("u/u1")[0].rooms().iter().map(|r| r.to_string()).collect();
     rooms.sort();
     let mut expected = vec![socket_id, "u/u1".to_string()];
     expected.sort();
-    assert_eq!(
-        rooms, expected,
-        "an empty session-room template joins no session room"
-    );
+    assert_eq!(rooms, expected, "an empty session-room template joins no session room");
 }

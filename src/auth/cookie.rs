@@ -244,10 +244,7 @@ mod tests {
     fn every_secret_verifies_in_order() {
         let rotated = secrets(&["new-secret", "old-secret"]);
         let old = "s:CIzdCtwgfBGIhBtlj9NEHGqY-HYQhKEV.0K0snpB8S/ZtYV7Vj9ORy7txNksILw05ayuSoGkl+Z4";
-        assert_eq!(
-            unsign(old, &rotated),
-            Ok("CIzdCtwgfBGIhBtlj9NEHGqY-HYQhKEV")
-        );
+        assert_eq!(unsign(old, &rotated), Ok("CIzdCtwgfBGIhBtlj9NEHGqY-HYQhKEV"));
         assert_eq!(
             unsign(old, &secrets(&["new-secret"])),
             Err(CookieRejection::BadSignature)
@@ -266,15 +263,9 @@ mod tests {
         assert_eq!(unsign("s:.abc", &s), Err(CookieRejection::EmptySessionId));
         let tampered = good.replace(".5pu1", ".AAAA");
         assert_eq!(unsign(&tampered, &s), Err(CookieRejection::BadSignature));
-        assert_eq!(
-            unsign(&format!("{good}x"), &s),
-            Err(CookieRejection::BadSignature)
-        );
+        assert_eq!(unsign(&format!("{good}x"), &s), Err(CookieRejection::BadSignature));
         // base64url is not the same alphabet: a `-` for `+` must fail.
-        assert_eq!(
-            unsign(&good.replace('+', "-"), &s),
-            Err(CookieRejection::BadSignature)
-        );
+        assert_eq!(unsign(&good.replace('+', "-"), &s), Err(CookieRejection::BadSignature));
         // The sid is opaque and split at the last dot.
         let dotted = s.sign("a.b.c");
         assert_eq!(unsign(&dotted, &s), Ok("a.b.c"));
@@ -283,18 +274,9 @@ mod tests {
     #[test]
     fn parses_cookie_header_like_cookie_0_7() {
         let n = "connect.sid";
-        assert_eq!(
-            find_cookie("connect.sid=s%3Aabc.SIG", n),
-            Some("s%3Aabc.SIG")
-        );
-        assert_eq!(
-            find_cookie("connect.sid=\"s%3Aabc.SIG\"", n),
-            Some("s%3Aabc.SIG")
-        );
-        assert_eq!(
-            find_cookie("a=1; connect.sid=X; connect.sid=Y", n),
-            Some("X")
-        );
+        assert_eq!(find_cookie("connect.sid=s%3Aabc.SIG", n), Some("s%3Aabc.SIG"));
+        assert_eq!(find_cookie("connect.sid=\"s%3Aabc.SIG\"", n), Some("s%3Aabc.SIG"));
+        assert_eq!(find_cookie("a=1; connect.sid=X; connect.sid=Y", n), Some("X"));
         assert_eq!(find_cookie("junk; connect.sid = X ;b=2", n), Some("X"));
         assert_eq!(find_cookie("\tconnect.sid=\tX\t", n), Some("X"));
         assert_eq!(find_cookie("connect.sid=\"", n), Some(""));
@@ -334,10 +316,7 @@ mod tests {
             session_id([two.as_str()], "connect.sid", &s),
             Err(CookieRejection::BadSignature)
         );
-        assert_eq!(
-            session_id(["a=1"], "connect.sid", &s),
-            Err(CookieRejection::Missing)
-        );
+        assert_eq!(session_id(["a=1"], "connect.sid", &s), Err(CookieRejection::Missing));
         assert_eq!(
             session_id(["connect.sid="], "connect.sid", &s),
             Err(CookieRejection::Missing)

@@ -32,8 +32,7 @@ impl OriginPolicy {
         };
         match host {
             Some(host) => {
-                strip_default_port(scheme, authority)
-                    == strip_default_port(scheme, &host.to_ascii_lowercase())
+                strip_default_port(scheme, authority) == strip_default_port(scheme, &host.to_ascii_lowercase())
             }
             None => false,
         }
@@ -60,10 +59,7 @@ mod tests {
     #[test]
     fn same_origin_without_allow_list() {
         let p = OriginPolicy::default();
-        assert!(
-            p.allows(None, Some("gw:3000")),
-            "non-browser clients send no Origin"
-        );
+        assert!(p.allows(None, Some("gw:3000")), "non-browser clients send no Origin");
         assert!(p.allows(Some("http://gw:3000"), Some("gw:3000")));
         assert!(p.allows(Some("http://GW:3000"), Some("gw:3000")));
         assert!(p.allows(Some("https://app.test"), Some("app.test:443")));
@@ -76,10 +72,7 @@ mod tests {
 
     #[test]
     fn allow_list_is_exact() {
-        let p = OriginPolicy::new([
-            "https://app.test/".to_string(),
-            "http://localhost:8080".to_string(),
-        ]);
+        let p = OriginPolicy::new(["https://app.test/".to_string(), "http://localhost:8080".to_string()]);
         assert!(p.allows(Some("https://app.test"), Some("gw.test")));
         assert!(p.allows(Some("http://localhost:8080"), Some("gw.test")));
         assert!(!p.allows(Some("https://app.test.evil.test"), Some("gw.test")));

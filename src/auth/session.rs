@@ -33,12 +33,7 @@ pub enum LookupError {
 impl SessionStore {
     /// `redis` is shared by every handshake (one multiplexed connection that reconnects by
     /// itself); `user_pointer` is a JSON pointer such as `/passport/user`.
-    pub fn new(
-        redis: ConnectionManager,
-        prefix: String,
-        user_pointer: String,
-        timeout: Duration,
-    ) -> Self {
+    pub fn new(redis: ConnectionManager, prefix: String, user_pointer: String, timeout: Duration) -> Self {
         SessionStore {
             redis,
             prefix,
@@ -55,12 +50,7 @@ impl SessionStore {
         cmd.arg(&key);
         let get = cmd.query_async::<Option<Vec<u8>>>(&mut redis);
         let record = match tokio::time::timeout(self.timeout, get).await {
-            Err(_) => {
-                return Err(LookupError::Unavailable(format!(
-                    "no answer within {:?}",
-                    self.timeout
-                )))
-            }
+            Err(_) => return Err(LookupError::Unavailable(format!("no answer within {:?}", self.timeout))),
             Ok(Err(err)) => return Err(LookupError::Unavailable(err.to_string())),
             Ok(Ok(None)) => return Err(LookupError::NoSession),
             Ok(Ok(Some(record))) => record,
@@ -103,22 +93,12 @@ mod tests {
             Ok(json!({"id":"a1b2","role":"admin"}))
         );
         for anon in ["null", "false", r#""""#] {
-            assert_eq!(
-                user_of(rec(anon).as_bytes(), p),
-                Err(LookupError::NoUser),
-                "{anon}"
-            );
+            assert_eq!(user_of(rec(anon).as_bytes(), p), Err(LookupError::NoUser), "{anon}");
         }
-        assert_eq!(
-            user_of(br#"{"cookie":{},"passport":{}}"#, p),
-            Err(LookupError::NoUser)
-        );
+        assert_eq!(user_of(br#"{"cookie":{},"passport":{}}"#, p), Err(LookupError::NoUser));
         assert_eq!(user_of(br#"{"cookie":{}}"#, p), Err(LookupError::NoUser));
         assert_eq!(user_of(b"\x82\xa1a", p), Err(LookupError::NotJson));
         // Apps without passport: the user path is a setting.
-        assert_eq!(
-            user_of(br#"{"user":{"id":"u1"}}"#, "/user"),
-            Ok(json!({"id":"u1"}))
-        );
+        assert_eq!(user_of(br#"{"user":{"id":"u1"}}"#, "/user"), Ok(json!({"id":"u1"})));
     }
 }

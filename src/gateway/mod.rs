@@ -7,7 +7,7 @@
 
 mod namespace;
 
-pub use namespace::{frames, Handshake, Namespace, Room, Socket};
+pub use namespace::{frames, AckHandler, Handshake, Namespace, Room, Socket};
 
 use crate::auth::{AuthError, Identity, SessionAuth};
 use crate::metrics::Metrics;
@@ -66,11 +66,7 @@ impl RoomTemplates {
         [&self.user, &self.session]
             .into_iter()
             .filter(|t| !t.is_empty())
-            .map(|t| {
-                t.replace("{user}", &user)
-                    .replace("{sid}", &identity.session_id)
-                    .into()
-            })
+            .map(|t| t.replace("{user}", &user).replace("{sid}", &identity.session_id).into())
             .collect()
     }
 }
@@ -172,8 +168,7 @@ impl Gateway {
         let mut conn = match EngineConnection::open(ws, &sid, self.transport.clone()).await {
             Ok(conn) => conn,
             Err(reason) => {
-                self.metrics
-                    .inc("wsgate_disconnects_total", reason.as_str());
+                self.metrics.inc("wsgate_disconnects_total", reason.as_str());
                 return;
             }
         };
@@ -203,8 +198,7 @@ impl Gateway {
                 Ok(Some(packet)) => packet,
                 Ok(None) => continue,
                 Err(err) => {
-                    self.metrics
-                        .inc("wsgate_malformed_packets_total", "socketio");
+                    self.metrics.inc("wsgate_malformed_packets_total", "socketio");
                     tracing::debug!(engine_sid = %sid, error = %err, "malformed Socket.IO packet; closing the connection");
                     break CloseReason::ParseError;
                 }
@@ -224,8 +218,7 @@ impl Gateway {
         }
         self.connections.remove(&sid);
         self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-        self.metrics
-            .inc("wsgate_disconnects_total", reason.as_str());
+        self.metrics.inc("wsgate_disconnects_total", reason.as_str());
         tracing::debug!(engine_sid = %sid, reason = reason.as_str(), "connection closed");
         conn.close(reason).await;
     }
@@ -260,15 +253,8 @@ struct Session<'g> {
 }
 
 impl Session<'_> {
-    fn on_packet(
-        &mut self,
-        conn: &mut EngineConnection,
-        packet: Packet,
-    ) -> Result<(), CloseReason> {
-        let joined = self
-            .sockets
-            .iter()
-            .position(|(nsp, _)| **nsp == *packet.nsp);
+    fn on_packet(&mut self, conn: &mut EngineConnection, packet: Packet) -> Result<(), CloseReason> {
+        let joined = self.sockets.iter().position(|(nsp, _)| **nsp == *packet.nsp);
         match (packet.kind, joined) {
             (PacketKind::Connect, None) => self.connect(conn, packet),
             (PacketKind::Connect, Some(_)) | (PacketKind::ConnectError, _) => {
@@ -298,7 +284,16 @@ impl Session<'_> {
                         }
                     }
                     PacketKind::Event => self.event(&socket, packet),
-                    // Acks for server-sent events are taken by the cluster layer; none pending here.
+                    PacketKind::Ack => {
+                        let handler = packet.id.and_then(|id| socket.take_ack(id));
+                        match (handler, packet.data) {
+                            (Some(handler), Some(Value::Array(args))) => handler(args, packet.attachments),
+                            _ => self
+                                .gateway
+                                .metrics
+                                .inc("wsgate_malformed_packets_total", "unexpected_ack"),
+                        }
+                    }
                     _ => {}
                 }
                 Ok(())
@@ -310,21 +305,13 @@ impl Session<'_> {
         let gateway = self.gateway;
         let outbox = conn.outbox().clone();
         let Some(nsp) = gateway.namespace(&packet.nsp) else {
-            gateway
-                .metrics
-                .inc("wsgate_invalid_namespace_total", "not_served");
-            outbox.push(frames(&Packet::connect_error(
-                &packet.nsp,
-                "Invalid namespace",
-            )));
+            gateway.metrics.inc("wsgate_invalid_namespace_total", "not_served");
+            outbox.push(frames(&Packet::connect_error(&packet.nsp, "Invalid namespace")));
             return Ok(());
         };
         let (data, rooms) = match &self.identity {
             None => (json!({}), Vec::new()),
-            Some(Ok(identity)) => (
-                json!({ "user": identity.user }),
-                gateway.rooms.rooms_for(identity),
-            ),
+            Some(Ok(identity)) => (json!({ "user": identity.user }), gateway.rooms.rooms_for(identity)),
             Some(Err(err)) => {
                 gateway.metrics.inc("wsgate_auth_total", err.reason());
                 match err {
@@ -335,10 +322,7 @@ impl Session<'_> {
                         tracing::debug!(nsp = %packet.nsp, reason = err.reason(), "anonymous connection refused")
                     }
                 }
-                outbox.push(frames(&Packet::connect_error(
-                    &packet.nsp,
-                    err.client_message(),
-                )));
+                outbox.push(frames(&Packet::connect_error(&packet.nsp, err.client_message())));
                 // Nothing else is delivered: the connection closes once that packet is out.
                 return Err(CloseReason::ServerDisconnect);
             }
@@ -368,15 +352,9 @@ impl Session<'_> {
         if self.gateway.hooks.on_event(socket, packet) {
             return;
         }
-        self.gateway
-            .metrics
-            .inc("wsgate_unhandled_events_total", "dropped");
+        self.gateway.metrics.inc("wsgate_unhandled_events_total", "dropped");
         if let Some(id) = ack {
-            socket.ack(
-                id,
-                vec![json!({"ok": false, "error": "unhandled"})],
-                Vec::new(),
-            );
+            socket.ack(id, vec![json!({"ok": false, "error": "unhandled"})], Vec::new());
         }
     }
 }

@@ -13,6 +13,22 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Called with the arguments of a client's ack (placeholders + attachments).
+pub type AckHandler = Box<dyn FnOnce(Vec<Value>, Vec<Bytes>) + Send>;
+
+struct PendingAck {
+    id: u64,
+    deadline: Instant,
+    handler: AckHandler,
+}
+
+impl std::fmt::Debug for PendingAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PendingAck({})", self.id)
+    }
+}
 
 /// A room name. Every socket is also in the room named by its own id.
 pub type Room = Arc<str>;
@@ -46,7 +62,8 @@ pub struct Socket {
     outbox: Arc<Outbox>,
     /// Rooms this socket is in; `None` once the socket is gone.
     rooms: Mutex<Option<Vec<Room>>>,
-    next_ack_id: AtomicU64,
+    /// Acks this socket's client owes the server; expired ones are dropped on the next insert.
+    acks: Mutex<Vec<PendingAck>>,
 }
 
 impl Socket {
@@ -66,7 +83,7 @@ impl Socket {
             auth,
             outbox,
             rooms: Mutex::new(Some(Vec::new())),
-            next_ack_id: AtomicU64::new(0),
+            acks: Mutex::new(Vec::new()),
         })
     }
 
@@ -95,9 +112,24 @@ impl Socket {
         self.send(&Packet::ack(&self.nsp, id, args, attachments))
     }
 
-    /// A fresh id for a server-to-client ack, per socket as in Node.
-    pub fn next_ack_id(&self) -> u64 {
-        self.next_ack_id.fetch_add(1, Ordering::Relaxed)
+    /// Waits up to `timeout` for the client to acknowledge packet `id`.
+    pub fn expect_ack(&self, id: u64, timeout: Duration, handler: AckHandler) {
+        let now = Instant::now();
+        let mut acks = self.acks.lock();
+        acks.retain(|a| a.deadline > now);
+        acks.push(PendingAck {
+            id,
+            deadline: now + timeout,
+            handler,
+        });
+    }
+
+    /// The handler waiting for ack `id`, if it has not expired.
+    pub fn take_ack(&self, id: u64) -> Option<AckHandler> {
+        let mut acks = self.acks.lock();
+        let pos = acks.iter().position(|a| a.id == id)?;
+        let ack = acks.swap_remove(pos);
+        (ack.deadline > Instant::now()).then_some(ack.handler)
     }
 
     pub fn outbox(&self) -> &Arc<Outbox> {
@@ -108,9 +140,7 @@ impl Socket {
 /// The frames of a packet on the wire: its text form, then each attachment.
 pub fn frames(packet: &Packet) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(1 + packet.attachments.len());
-    frames.push(Frame::Text(
-        crate::protocol::engineio::message(&packet.encode()).into(),
-    ));
+    frames.push(Frame::Text(crate::protocol::engineio::message(&packet.encode()).into()));
     frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
     frames
 }
@@ -121,6 +151,9 @@ pub struct Namespace {
     pub name: Arc<str>,
     sockets: DashMap<Arc<str>, Arc<Socket>>,
     rooms: DashMap<Room, HashMap<Arc<str>, Arc<Socket>>>,
+    /// Ids of server-to-client acks; shared by the namespace as in Node, so one broadcast can use
+    /// one id for every socket.
+    next_ack_id: AtomicU64,
 }
 
 impl Namespace {
@@ -129,6 +162,7 @@ impl Namespace {
             name: name.into(),
             sockets: DashMap::new(),
             rooms: DashMap::new(),
+            next_ack_id: AtomicU64::new(0),
         }
     }
 
@@ -214,11 +248,7 @@ impl Namespace {
     }
 
     /// Sockets in any of `rooms` (all sockets when `rooms` is empty) and in none of `except`.
-    pub fn select(
-        &self,
-        rooms: &[impl AsRef<str>],
-        except: &[impl AsRef<str>],
-    ) -> Vec<Arc<Socket>> {
+    pub fn select(&self, rooms: &[impl AsRef<str>], except: &[impl AsRef<str>]) -> Vec<Arc<Socket>> {
         let excluded: std::collections::HashSet<Arc<str>> = except
             .iter()
             .flat_map(|room| self.members(room.as_ref()))
@@ -226,12 +256,7 @@ impl Namespace {
             .collect();
         let keep = |s: &Arc<Socket>| !excluded.contains(&s.id);
         if rooms.is_empty() {
-            return self
-                .sockets
-                .iter()
-                .map(|e| e.value().clone())
-                .filter(keep)
-                .collect();
+            return self.sockets.iter().map(|e| e.value().clone()).filter(keep).collect();
         }
         let mut seen = std::collections::HashSet::new();
         rooms
@@ -242,21 +267,38 @@ impl Namespace {
     }
 
     /// Sends `packet` to the selected sockets, encoding it once. Returns how many got it.
-    pub fn broadcast(
-        &self,
-        rooms: &[impl AsRef<str>],
-        except: &[impl AsRef<str>],
-        packet: &Packet,
-    ) -> usize {
+    pub fn broadcast(&self, rooms: &[impl AsRef<str>], except: &[impl AsRef<str>], packet: &Packet) -> usize {
         let targets = self.select(rooms, except);
         if targets.is_empty() {
             return 0;
         }
         let frames = frames(packet);
-        targets
-            .iter()
-            .filter(|s| s.outbox.push(frames.iter().cloned()))
-            .count()
+        targets.iter().filter(|s| s.outbox.push(frames.iter().cloned())).count()
+    }
+
+    /// Broadcasts `packet` asking every receiver for an ack (one id for all, encoded once).
+    /// `handler` makes the callback for each socket. Returns how many sockets got the packet.
+    pub fn broadcast_with_ack(
+        &self,
+        rooms: &[impl AsRef<str>],
+        except: &[impl AsRef<str>],
+        mut packet: Packet,
+        timeout: Duration,
+        handler: impl Fn() -> AckHandler,
+    ) -> usize {
+        let id = self.next_ack_id.fetch_add(1, Ordering::Relaxed);
+        packet.id = Some(id);
+        let frames = frames(&packet);
+        let mut count = 0;
+        for socket in self.select(rooms, except) {
+            socket.expect_ack(id, timeout, handler());
+            if socket.outbox.push(frames.iter().cloned()) {
+                count += 1;
+            } else {
+                socket.take_ack(id);
+            }
+        }
+        count
     }
 }
 
@@ -285,31 +327,16 @@ mod tests {
         let b = socket(&nsp, "b");
         nsp.join(&a, "x".into());
         assert_eq!(nsp.select(&["x"], &[] as &[&str]).len(), 1);
-        assert_eq!(
-            nsp.select(&["all", "x"], &[] as &[&str]).len(),
-            2,
-            "no duplicates"
-        );
+        assert_eq!(nsp.select(&["all", "x"], &[] as &[&str]).len(), 2, "no duplicates");
         assert_eq!(nsp.select(&[] as &[&str], &["x"]).len(), 1);
-        assert_eq!(
-            nsp.select(&["all"], &["b"]).len(),
-            1,
-            "socket ids are rooms"
-        );
+        assert_eq!(nsp.select(&["all"], &["b"]).len(), 1, "socket ids are rooms");
         nsp.leave(&a, "x");
         assert!(nsp.members("x").is_empty());
         assert!(nsp.remove(&a));
         assert!(!nsp.remove(&a), "second removal is a no-op");
         nsp.join(&a, "late".into());
-        assert!(
-            nsp.members("late").is_empty(),
-            "a removed socket cannot rejoin"
-        );
+        assert!(nsp.members("late").is_empty(), "a removed socket cannot rejoin");
         assert!(nsp.remove(&b));
-        assert_eq!(
-            (nsp.socket_count(), nsp.room_count()),
-            (0, 0),
-            "no trace left"
-        );
+        assert_eq!((nsp.socket_count(), nsp.room_count()), (0, 0), "no trace left");
     }
 }

@@ -110,8 +110,8 @@ const MAX_DEPTH: usize = 100;
 
 fn decode_msgpack(bytes: &[u8]) -> Result<Mp, AdapterError> {
     let mut reader = bytes;
-    let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
-        .map_err(|_| AdapterError::NotMsgpack)?;
+    let value =
+        rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH).map_err(|_| AdapterError::NotMsgpack)?;
     // notepack rejects trailing bytes, and so do we.
     if !reader.is_empty() {
         return Err(AdapterError::NotMsgpack);
@@ -127,9 +127,7 @@ fn encode_msgpack(value: &Mp) -> Vec<u8> {
 }
 
 fn get<'v>(map: &'v [(Mp, Mp)], key: &str) -> Option<&'v Mp> {
-    map.iter()
-        .find(|(k, _)| k.as_str() == Some(key))
-        .map(|(_, v)| v)
+    map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
 }
 
 /// A room name as Node holds it: strings as they are, numbers in decimal.
@@ -170,9 +168,7 @@ impl Broadcast {
         let [uid, packet, opts, ..] = parts.as_slice() else {
             return Err(AdapterError::Shape("broadcast needs [uid, packet, opts]"));
         };
-        let packet = packet
-            .as_map()
-            .ok_or(AdapterError::Shape("packet is not a map"))?;
+        let packet = packet.as_map().ok_or(AdapterError::Shape("packet is not a map"))?;
         // socket.io 2.x publishers may send type 5 (binary event): same meaning here.
         match get(packet, "type").and_then(Mp::as_i64) {
             Some(2 | 5) => {}
@@ -189,10 +185,7 @@ impl Broadcast {
             nsp: str_field(packet, "nsp").unwrap_or_else(|| "/".into()),
             data,
             selector: selector(Some(opts)),
-            flags: get(opts_map, "flags")
-                .and_then(Mp::as_map)
-                .cloned()
-                .unwrap_or_default(),
+            flags: get(opts_map, "flags").and_then(Mp::as_map).cloned().unwrap_or_default(),
         })
     }
 
@@ -204,8 +197,7 @@ impl Broadcast {
             (Mp::from("data"), Mp::Array(self.data.clone())),
             (Mp::from("nsp"), Mp::from(self.nsp.as_str())),
         ]);
-        let list =
-            |rooms: &[String]| Mp::Array(rooms.iter().map(|r| Mp::from(r.as_str())).collect());
+        let list = |rooms: &[String]| Mp::Array(rooms.iter().map(|r| Mp::from(r.as_str())).collect());
         let rooms = (Mp::from("rooms"), list(&self.selector.rooms));
         let except = (Mp::from("except"), list(&self.selector.except));
         let flags = (Mp::from("flags"), Mp::Map(self.flags.clone()));
@@ -303,56 +295,37 @@ impl Request {
         } else {
             decode_msgpack(bytes)?
         };
-        let map = value
-            .as_map()
-            .ok_or(AdapterError::Shape("request is not a map"))?;
+        let map = value.as_map().ok_or(AdapterError::Shape("request is not a map"))?;
         let code = get(map, "type")
             .and_then(Mp::as_i64)
             .ok_or(AdapterError::Shape("request has no type"))?;
         let kind = RequestType::from_code(code).ok_or(AdapterError::UnknownType(code))?;
         let broadcast = match (kind, get(map, "packet").and_then(Mp::as_map)) {
             (RequestType::Broadcast, Some(packet)) => {
-                let data = get(packet, "data")
-                    .and_then(Mp::as_array)
-                    .filter(|d| !d.is_empty());
-                let data = data
-                    .ok_or(AdapterError::Shape("broadcast packet has no data"))?
-                    .clone();
-                let opts = get(map, "opts")
-                    .and_then(Mp::as_map)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
+                let data = get(packet, "data").and_then(Mp::as_array).filter(|d| !d.is_empty());
+                let data = data.ok_or(AdapterError::Shape("broadcast packet has no data"))?.clone();
+                let opts = get(map, "opts").and_then(Mp::as_map).map(Vec::as_slice).unwrap_or(&[]);
                 Some(Broadcast {
                     uid: str_field(map, "uid"),
                     nsp: str_field(packet, "nsp").unwrap_or_else(|| "/".into()),
                     data,
                     selector: selector(get(map, "opts")),
-                    flags: get(opts, "flags")
-                        .and_then(Mp::as_map)
-                        .cloned()
-                        .unwrap_or_default(),
+                    flags: get(opts, "flags").and_then(Mp::as_map).cloned().unwrap_or_default(),
                 })
             }
-            (RequestType::Broadcast, None) => {
-                return Err(AdapterError::Shape("broadcast request has no packet"))
-            }
+            (RequestType::Broadcast, None) => return Err(AdapterError::Shape("broadcast request has no packet")),
             _ => None,
         };
         Ok(Request {
             kind,
             uid: str_field(map, "uid"),
             request_id: get(map, "requestId").and_then(room_name),
-            selector: get(map, "opts")
-                .filter(|o| o.is_map())
-                .map(|o| selector(Some(o))),
+            selector: get(map, "opts").filter(|o| o.is_map()).map(|o| selector(Some(o))),
             rooms: rooms(get(map, "rooms")),
             close: get(map, "close").and_then(Mp::as_bool).unwrap_or(false),
             sid: str_field(map, "sid"),
             room: get(map, "room").and_then(room_name),
-            data: get(map, "data")
-                .and_then(Mp::as_array)
-                .cloned()
-                .unwrap_or_default(),
+            data: get(map, "data").and_then(Mp::as_array).cloned().unwrap_or_default(),
             broadcast,
         })
     }
@@ -391,9 +364,7 @@ pub mod encode {
     /// SERVER_SIDE_EMIT without ack. JSON, so binary arguments do not survive (as in Node).
     pub fn server_side_emit(uid: &str, data: &[Mp]) -> Vec<u8> {
         let (args, _) = to_client_args(data);
-        json!({ "uid": uid, "type": 6, "data": args })
-            .to_string()
-            .into_bytes()
+        json!({ "uid": uid, "type": 6, "data": args }).to_string().into_bytes()
     }
 
     /// Answer to SOCKETS.
@@ -451,10 +422,7 @@ pub mod encode {
 /// non-finite numbers as `null`, map keys as strings).
 pub fn to_client_args(values: &[Mp]) -> (Vec<Json>, Vec<Bytes>) {
     let mut attachments = Vec::new();
-    let args = values
-        .iter()
-        .map(|v| to_client(v, &mut attachments))
-        .collect();
+    let args = values.iter().map(|v| to_client(v, &mut attachments)).collect();
     (args, attachments)
 }
 
@@ -505,9 +473,7 @@ fn ext(kind: i8, data: &[u8], attachments: &mut Vec<Bytes>) -> Json {
         None => Json::Null,
     };
     match (kind, data.len()) {
-        (-1, 4) => {
-            date(f64::from(u32::from_be_bytes([data[0], data[1], data[2], data[3]])) * 1000.0)
-        }
+        (-1, 4) => date(f64::from(u32::from_be_bytes([data[0], data[1], data[2], data[3]])) * 1000.0),
         (-1, 8) => {
             let raw = u64::from_be_bytes(data.try_into().unwrap_or([0; 8]));
             let nanos = raw >> 34;
@@ -574,12 +540,7 @@ pub fn from_client_value(value: &Json, attachments: &[Bytes]) -> Mp {
             }
         }
         Json::String(s) => Mp::from(s.as_str()),
-        Json::Array(items) => Mp::Array(
-            items
-                .iter()
-                .map(|v| from_client_value(v, attachments))
-                .collect(),
-        ),
+        Json::Array(items) => Mp::Array(items.iter().map(|v| from_client_value(v, attachments)).collect()),
         Json::Object(map) => {
             if map.get("_placeholder") == Some(&Json::Bool(true)) {
                 if let Some(data) = map
@@ -622,10 +583,7 @@ mod tests {
         assert_eq!(b.nsp, "/");
         assert_eq!(b.selector, Selector::default());
         let (args, attachments) = to_client_args(&b.data);
-        assert_eq!(
-            Json::Array(args),
-            serde_json::json!(["hello", "world", 1, {"a": true}])
-        );
+        assert_eq!(Json::Array(args), serde_json::json!(["hello", "world", 1, {"a": true}]));
         assert!(attachments.is_empty());
         assert_eq!(b.encode(false), bytes);
     }
@@ -658,10 +616,7 @@ mod tests {
             serde_json::json!(["bin", {"_placeholder": true, "num": 0}])
         );
         assert_eq!(attachments, vec![Bytes::from_static(&[1, 2, 3])]);
-        let back: Vec<Mp> = args
-            .iter()
-            .map(|a| from_client_value(a, &attachments))
-            .collect();
+        let back: Vec<Mp> = args.iter().map(|a| from_client_value(a, &attachments)).collect();
         assert_eq!(Mp::Array(back), data);
     }
 
@@ -691,24 +646,16 @@ mod tests {
 
     #[test]
     fn requests_decode_from_json_and_msgpack() {
-        let r = Request::decode(
-            br#"{"uid":"i52Bv0","type":2,"opts":{"rooms":[],"except":[]},"rooms":["x"]}"#,
-        )
-        .unwrap();
+        let r = Request::decode(br#"{"uid":"i52Bv0","type":2,"opts":{"rooms":[],"except":[]},"rooms":["x"]}"#).unwrap();
         assert_eq!(
             (r.kind, r.rooms.as_slice()),
             (RequestType::RemoteJoin, &["x".to_string()][..])
         );
         assert_eq!(r.selector, Some(Selector::default()));
-        let r =
-            Request::decode(br#"{"type":4,"opts":{"rooms":["room1",5],"except":[]},"close":true}"#)
-                .unwrap();
+        let r = Request::decode(br#"{"type":4,"opts":{"rooms":["room1",5],"except":[]},"close":true}"#).unwrap();
         assert!(r.close);
         assert_eq!(r.selector.unwrap().rooms, vec!["room1", "5"]);
-        let r = Request::decode(
-            br#"{"uid":"i52Bv0","requestId":"uiVdY1","type":6,"data":["ping-server",3]}"#,
-        )
-        .unwrap();
+        let r = Request::decode(br#"{"uid":"i52Bv0","requestId":"uiVdY1","type":6,"data":["ping-server",3]}"#).unwrap();
         assert_eq!((r.request_id.as_deref(), r.data.len()), (Some("uiVdY1"), 2));
 
         // Observed BROADCAST with ack: io.timeout(1000).emit("ack-ev", 7, cb)
@@ -720,10 +667,7 @@ mod tests {
         );
         let b = r.broadcast.unwrap();
         assert_eq!(b.timeout_ms(), Some(1000));
-        assert_eq!(
-            to_client_args(&b.data).0,
-            vec![Json::from("ack-ev"), Json::from(7)]
-        );
+        assert_eq!(to_client_args(&b.data).0, vec![Json::from("ack-ev"), Json::from(7)]);
     }
 
     #[test]
@@ -743,10 +687,7 @@ mod tests {
             Err(AdapterError::Shape(_))
         ));
         assert_eq!(Request::decode(b"{not json"), Err(AdapterError::NotJson));
-        assert_eq!(
-            Request::decode(br#"{"type":42}"#),
-            Err(AdapterError::UnknownType(42))
-        );
+        assert_eq!(Request::decode(br#"{"type":42}"#), Err(AdapterError::UnknownType(42)));
         assert!(matches!(
             Request::decode(b"[]"),
             Err(AdapterError::NotMsgpack | AdapterError::Shape(_))

@@ -132,11 +132,7 @@ impl HandshakeError {
 
     /// `{"code":N,"message":"…"}`
     pub fn body(self) -> String {
-        format!(
-            r#"{{"code":{},"message":"{}"}}"#,
-            self.code(),
-            self.message()
-        )
+        format!(r#"{{"code":{},"message":"{}"}}"#, self.code(), self.message())
     }
 }
 
@@ -192,18 +188,12 @@ mod tests {
     fn decodes_every_packet_type() {
         assert_eq!(decode_text("3"), Ok(EnginePacket::Pong("")));
         assert_eq!(decode_text("2probe"), Ok(EnginePacket::Ping("probe")));
-        assert_eq!(
-            decode_text(r#"42["a"]"#),
-            Ok(EnginePacket::Message(r#"2["a"]"#))
-        );
+        assert_eq!(decode_text(r#"42["a"]"#), Ok(EnginePacket::Message(r#"2["a"]"#)));
         assert_eq!(decode_text("1"), Ok(EnginePacket::Close));
         assert_eq!(decode_text(""), Err(EngineDecodeError::Empty));
         assert_eq!(decode_text("9"), Err(EngineDecodeError::UnknownType('9')));
         assert_eq!(decode_text("€"), Err(EngineDecodeError::UnknownType('€')));
-        assert_eq!(
-            decode_text("bAQID"),
-            Err(EngineDecodeError::Base64NotSupported)
-        );
+        assert_eq!(decode_text("bAQID"), Err(EngineDecodeError::Base64NotSupported));
     }
 
     #[test]
@@ -212,23 +202,11 @@ mod tests {
         let ok = check_handshake(Some("websocket"), None, Some("4"), true, true);
         assert_eq!(ok, Ok(()));
         let c = |t, s, e, g, u| check_handshake(t, s, e, g, u).unwrap_err();
-        assert_eq!(
-            c(Some("polling"), None, Some("4"), true, false),
-            TransportUnknown
-        );
+        assert_eq!(c(Some("polling"), None, Some("4"), true, false), TransportUnknown);
         assert_eq!(c(None, None, Some("3"), false, false), TransportUnknown);
-        assert_eq!(
-            c(Some("websocket"), Some("x"), Some("4"), true, true),
-            SessionIdUnknown
-        );
-        assert_eq!(
-            c(Some("websocket"), None, Some("4"), false, true),
-            BadHandshakeMethod
-        );
-        assert_eq!(
-            c(Some("websocket"), None, Some("4"), true, false),
-            BadRequest
-        );
+        assert_eq!(c(Some("websocket"), Some("x"), Some("4"), true, true), SessionIdUnknown);
+        assert_eq!(c(Some("websocket"), None, Some("4"), false, true), BadHandshakeMethod);
+        assert_eq!(c(Some("websocket"), None, Some("4"), true, false), BadRequest);
         assert_eq!(
             c(Some("websocket"), None, Some("3"), true, true),
             UnsupportedProtocolVersion

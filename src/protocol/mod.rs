@@ -39,9 +39,7 @@ mod tests {
     fn ids_have_node_shape_and_differ() {
         let a = super::new_id();
         assert_eq!(a.len(), 20);
-        assert!(a
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_ne!(a, super::new_id());
     }
 }

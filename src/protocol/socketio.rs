@@ -64,11 +64,7 @@ impl Packet {
     /// A refused CONNECT: `44{"message":…}` (what a Node middleware's `next(new Error(message))`
     /// produces; the official client stops retrying on it).
     pub fn connect_error(nsp: &str, message: &str) -> Self {
-        Self::new(
-            PacketKind::ConnectError,
-            nsp,
-            Some(json!({ "message": message })),
-        )
+        Self::new(PacketKind::ConnectError, nsp, Some(json!({ "message": message })))
     }
 
     pub fn disconnect(nsp: &str) -> Self {
@@ -116,8 +112,7 @@ impl Packet {
     /// The packet's string form. Attachments, if any, follow it as binary messages, in order.
     pub fn encode(&self) -> String {
         let payload = self.data.as_ref().map(Value::to_string);
-        let mut out =
-            String::with_capacity(16 + self.nsp.len() + payload.as_ref().map_or(0, String::len));
+        let mut out = String::with_capacity(16 + self.nsp.len() + payload.as_ref().map_or(0, String::len));
         out.push(self.type_digit());
         if !self.attachments.is_empty() {
             let _ = write!(out, "{}-", self.attachments.len());
@@ -260,9 +255,7 @@ fn parse(text: &str, max_attachments: usize) -> Result<(Packet, usize), DecodeEr
     let mut id = None;
     let digits = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
     if digits > 0 {
-        let value: u64 = text[i..i + digits]
-            .parse()
-            .map_err(|_| DecodeError::AckIdOutOfRange)?;
+        let value: u64 = text[i..i + digits].parse().map_err(|_| DecodeError::AckIdOutOfRange)?;
         // JavaScript numbers are exact only up to 2^53.
         if value > (1 << 53) {
             return Err(DecodeError::AckIdOutOfRange);
@@ -317,10 +310,7 @@ mod tests {
     #[test]
     fn encodes_like_socket_io_parser() {
         assert_eq!(Packet::connect_ok("/", "abc").encode(), r#"0{"sid":"abc"}"#);
-        assert_eq!(
-            Packet::connect_ok("/admin", "abc").encode(),
-            r#"0/admin,{"sid":"abc"}"#
-        );
+        assert_eq!(Packet::connect_ok("/admin", "abc").encode(), r#"0/admin,{"sid":"abc"}"#);
         assert_eq!(
             Packet::connect_error("/random", "Invalid namespace").encode(),
             r#"4/random,{"message":"Invalid namespace"}"#
@@ -337,10 +327,7 @@ mod tests {
             vec![json!({"got":"x"}), placeholder(0)],
             vec![Bytes::from_static(b"\xde\xad")],
         );
-        assert_eq!(
-            bin.encode(),
-            r#"61-13[{"got":"x"},{"_placeholder":true,"num":0}]"#
-        );
+        assert_eq!(bin.encode(), r#"61-13[{"got":"x"},{"_placeholder":true,"num":0}]"#);
     }
 
     #[test]
@@ -352,25 +339,18 @@ mod tests {
         assert_eq!(p.data, Some(json!(["ev", 1])));
 
         let p = decode_one("0/admin").unwrap();
-        assert_eq!(
-            (p.kind, p.nsp.as_str(), p.data),
-            (PacketKind::Connect, "/admin", None)
-        );
+        assert_eq!((p.kind, p.nsp.as_str(), p.data), (PacketKind::Connect, "/admin", None));
         let p = decode_one(r#"0{"token":"123"}"#).unwrap();
         assert_eq!(p.data, Some(json!({"token":"123"})));
         assert_eq!(decode_one("1/admin,").unwrap().kind, PacketKind::Disconnect);
         assert_eq!(decode_one("3/x,5[]").unwrap().id, Some(5));
-        assert_eq!(
-            decode_one(r#"2[1,"a"]"#).unwrap().event_name().as_deref(),
-            Some("1")
-        );
+        assert_eq!(decode_one(r#"2[1,"a"]"#).unwrap().event_name().as_deref(), Some("1"));
     }
 
     #[test]
     fn reassembles_binary_events() {
         let mut d = Decoder::default();
-        let header =
-            r#"52-["bin",{"_placeholder":true,"num":0},{"x":{"_placeholder":true,"num":1}}]"#;
+        let header = r#"52-["bin",{"_placeholder":true,"num":0},{"x":{"_placeholder":true,"num":1}}]"#;
         assert_eq!(d.decode_text(header), Ok(None));
         assert_eq!(d.decode_binary(Bytes::from_static(&[1, 2, 3])), Ok(None));
         let p = d.decode_binary(Bytes::from_static(&[4])).unwrap().unwrap();
@@ -408,13 +388,11 @@ mod tests {
 
         let mut d = Decoder::default();
         assert_eq!(d.decode_binary(Bytes::new()), Err(UnexpectedBinary));
-        d.decode_text(r#"51-["a",{"_placeholder":true,"num":0}]"#)
-            .unwrap();
+        d.decode_text(r#"51-["a",{"_placeholder":true,"num":0}]"#).unwrap();
         assert_eq!(d.decode_text(r#"2["a"]"#), Err(UnexpectedText));
 
         let mut d = Decoder::default();
-        d.decode_text(r#"51-["a",{"_placeholder":true,"num":3}]"#)
-            .unwrap();
+        d.decode_text(r#"51-["a",{"_placeholder":true,"num":3}]"#).unwrap();
         assert_eq!(d.decode_binary(Bytes::new()), Err(IllegalPlaceholder));
     }
 }

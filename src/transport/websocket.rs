@@ -69,11 +69,7 @@ pub struct EngineConnection {
 
 impl EngineConnection {
     /// Sends the open packet for session `sid`.
-    pub async fn open(
-        mut ws: WebSocket,
-        sid: &str,
-        config: Arc<TransportConfig>,
-    ) -> Result<Self, CloseReason> {
+    pub async fn open(mut ws: WebSocket, sid: &str, config: Arc<TransportConfig>) -> Result<Self, CloseReason> {
         let open = OpenPacket {
             sid,
             ping_interval_ms: config.ping_interval.as_millis() as u64,
@@ -149,8 +145,7 @@ impl EngineConnection {
     fn next_deadline(&self) -> (Instant, fn(&mut Self) -> Result<(), CloseReason>) {
         let heartbeat: (Instant, fn(&mut Self) -> Result<(), CloseReason>) = match self.heartbeat {
             Heartbeat::PingAt(at) => (at, |conn| {
-                conn.outbox
-                    .push([Frame::Text(Utf8Bytes::from_static(engineio::PING))]);
+                conn.outbox.push([Frame::Text(Utf8Bytes::from_static(engineio::PING))]);
                 conn.heartbeat = Heartbeat::PongBy(Instant::now() + conn.config.ping_timeout);
                 Ok(())
             }),
@@ -221,9 +216,7 @@ fn read_error(err: axum::Error) -> CloseReason {
         Some(tungstenite::Error::Capacity(_)) => CloseReason::PayloadTooLarge,
         Some(tungstenite::Error::Protocol(_)) => CloseReason::ParseError,
         Some(tungstenite::Error::Utf8(_)) => CloseReason::ParseError,
-        Some(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-            CloseReason::TransportClose
-        }
+        Some(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => CloseReason::TransportClose,
         _ => CloseReason::TransportError,
     }
 }

@@ -52,11 +52,7 @@ impl Redis {
         let redis = Redis { port, child };
         for _ in 0..200 {
             if let Ok(mut c) = redis.client().get_multiplexed_async_connection().await {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok()
-                {
+                if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
                     return redis;
                 }
             }
@@ -74,11 +70,7 @@ impl Redis {
     }
 
     pub async fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
-        let mut conn = self
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut conn = self.client().get_multiplexed_async_connection().await.unwrap();
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
             cmd.arg(*a);
@@ -113,10 +105,7 @@ pub fn cookie_for(sid: &str, secret: &str) -> String {
     let secrets = SessionSecrets::new(vec![secret.as_bytes().to_vec()]).unwrap();
     let signed = secrets.sign(sid);
     // express-session percent-encodes with encodeURIComponent.
-    let encoded = signed
-        .replace(':', "%3A")
-        .replace('+', "%2B")
-        .replace('/', "%2F");
+    let encoded = signed.replace(':', "%3A").replace('+', "%2B").replace('/', "%2F");
     format!("connect.sid={encoded}")
 }
 
@@ -133,17 +122,15 @@ pub async fn gateway(redis_url: &str, extra: &[&str]) -> wsgate::Server {
     ];
     argv.extend_from_slice(extra);
     let cli = <wsgate::config::Cli as clap::Parser>::try_parse_from(argv).expect("valid flags");
-    let (config, http) = cli.serve.build().expect("valid config");
-    wsgate::Server::start("127.0.0.1:0".parse().unwrap(), config, http)
+    let (config, http, cluster) = cli.serve.build().expect("valid config");
+    wsgate::Server::start("127.0.0.1:0".parse().unwrap(), config, http, Some(cluster))
         .await
         .unwrap()
 }
 
 /// A raw Engine.IO client over a WebSocket.
 pub struct Client {
-    pub ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    pub ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     /// Answer server pings automatically.
     pub auto_pong: bool,
 }
@@ -158,10 +145,7 @@ pub enum Received {
 impl Client {
     /// Opens `/socket.io/?EIO=4&transport=websocket` with extra headers; returns the client and
     /// the open packet, or the HTTP status and body of a refused handshake.
-    pub async fn open(
-        addr: SocketAddr,
-        headers: &[(&str, &str)],
-    ) -> Result<(Client, String), (u16, String)> {
+    pub async fn open(addr: SocketAddr, headers: &[(&str, &str)]) -> Result<(Client, String), (u16, String)> {
         Self::open_path(addr, "/socket.io/?EIO=4&transport=websocket", headers).await
     }
 
@@ -179,10 +163,7 @@ impl Client {
         }
         match tokio_tungstenite::connect_async(request).await {
             Ok((ws, _)) => {
-                let mut client = Client {
-                    ws,
-                    auto_pong: true,
-                };
+                let mut client = Client { ws, auto_pong: true };
                 let open = client.text().await;
                 assert!(open.starts_with("0{"), "open packet first, got {open:?}");
                 Ok((client, open))
@@ -201,9 +182,7 @@ impl Client {
 
     /// Opens a connection with a session cookie and connects namespace `/`; returns the socket id.
     pub async fn connect_as(addr: SocketAddr, cookie: &str) -> (Client, String) {
-        let (mut client, _) = Client::open(addr, &[("cookie", cookie)])
-            .await
-            .expect("upgrade");
+        let (mut client, _) = Client::open(addr, &[("cookie", cookie)]).await.expect("upgrade");
         client.send("40").await;
         let reply = client.text().await;
         let sid = reply
@@ -230,9 +209,7 @@ impl Client {
                 .expect("no frame within 5 s");
             match next {
                 None | Some(Err(_)) => return Received::Closed(None),
-                Some(Ok(Message::Close(frame))) => {
-                    return Received::Closed(frame.map(|f| u16::from(f.code)))
-                }
+                Some(Ok(Message::Close(frame))) => return Received::Closed(frame.map(|f| u16::from(f.code))),
                 Some(Ok(Message::Text(t))) if t.as_str() == "2" && self.auto_pong => {
                     let _ = self.ws.send(Message::text("3")).await;
                 }
@@ -274,18 +251,10 @@ impl Client {
 }
 
 /// A plain HTTP/1.1 request; returns status and body.
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
+pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n");
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
-    {
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("connection")) {
         req.push_str("Connection: close\r\n");
     }
     for (k, v) in headers {
@@ -318,11 +287,7 @@ pub async fn http(
         assert!(n > 0, "connection closed before the body");
         raw.extend_from_slice(&buf[..n]);
     }
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (
         status,
         String::from_utf8_lossy(&raw[head_end..head_end + length]).into_owned(),
@@ -338,4 +303,86 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// A `wsgate` process (the real binary), killed on drop.
+pub struct GatewayProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl GatewayProcess {
+    pub async fn start(redis_url: &str, extra: &[&str]) -> GatewayProcess {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wsgate"))
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--redis-url",
+                redis_url,
+                "--session-secret",
+                SECRET,
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = GatewayProcess { addr, child };
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("wsgate did not start on {addr}");
+    }
+
+    pub async fn metrics(&self) -> String {
+        http(self.addr, "GET", "/metrics", &[]).await.1
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `wsgate <args>` (a subcommand) to completion; returns exit code and stdout + stderr.
+pub fn wsgate_cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wsgate")).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+impl Redis {
+    /// How many nodes subscribe to the request channel of `nsp` (Node's server count).
+    pub async fn servers(&self, nsp: &str) -> i64 {
+        let channel = format!("socket.io-request#{nsp}#");
+        let reply: Vec<redis::Value> = self.cmd(&["PUBSUB", "NUMSUB", &channel]).await;
+        match reply.get(1) {
+            Some(redis::Value::Int(n)) => *n,
+            _ => 0,
+        }
+    }
+
+    pub async fn wait_for_servers(&self, nsp: &str, count: i64) {
+        for _ in 0..500 {
+            if self.servers(nsp).await == count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "expected {count} subscribed nodes on {nsp}, have {}",
+            self.servers(nsp).await
+        );
+    }
 }

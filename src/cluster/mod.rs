@@ -1,0 +1,422 @@
+//! The Redis adapter: this node as a peer of Node `socket.io` + `@socket.io/redis-adapter`
+//! nodes and `@socket.io/redis-emitter` publishers (classic protocol).
+//!
+//! Owns the only pub/sub connection: per served namespace it subscribes where a Node adapter
+//! does, delivers broadcasts to local sockets, answers every request Node nodes count it for,
+//! and publishes this node's own broadcasts byte-compatibly. It reaches sockets only through the
+//! gateway's [`Namespace`] API. A lost subscription reconnects with backoff and resubscribes
+//! everything; local delivery goes on meanwhile.
+
+mod emitter;
+
+pub use emitter::{Emitter, EmitterTarget};
+
+use crate::gateway::{Gateway, Namespace, Socket};
+use crate::protocol::adapter::{self, encode, AdapterError, Broadcast, Channels, Request, RequestType, Selector};
+use crate::protocol::socketio::Packet;
+use futures_util::StreamExt as _;
+use rand::Rng as _;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long a BROADCAST-with-ack waits for client acks when the requester set no timeout.
+const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the subscriber connection is pinged, so a dead link is noticed.
+const PING_EVERY: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("Redis did not accept the publish: {0}")]
+    Publish(#[from] redis::RedisError),
+    #[error("namespace {0} is not served by this node")]
+    UnknownNamespace(String),
+}
+
+/// One namespace's adapter: its channels and this node's uid in it.
+struct NamespaceAdapter {
+    nsp: Arc<Namespace>,
+    channels: Channels,
+    uid: String,
+}
+
+/// The cluster adapter of one gateway node.
+pub struct Cluster {
+    gateway: Arc<Gateway>,
+    redis: redis::Client,
+    publisher: redis::aio::ConnectionManager,
+    adapters: Vec<NamespaceAdapter>,
+    /// Responses are published in order by one task, so CLIENT_COUNT precedes its acks.
+    responses: mpsc::UnboundedSender<(String, Vec<u8>)>,
+}
+
+/// `uid2(6)`-shaped ids: 6 characters of `[A-Za-z0-9_-]`.
+fn new_uid() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rng();
+    (0..6)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl Cluster {
+    /// Starts the adapter for every namespace of `gateway` under key prefix `prefix`.
+    pub fn start(
+        gateway: Arc<Gateway>,
+        redis: redis::Client,
+        publisher: redis::aio::ConnectionManager,
+        prefix: &str,
+    ) -> Arc<Cluster> {
+        let adapters = gateway
+            .namespaces()
+            .map(|nsp| NamespaceAdapter {
+                nsp: nsp.clone(),
+                channels: Channels::new(prefix, &nsp.name),
+                // Never "emitter": that uid belongs to the Node emitter.
+                uid: new_uid(),
+            })
+            .collect();
+        let (responses, queue) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Cluster {
+            gateway,
+            redis,
+            publisher,
+            adapters,
+            responses,
+        });
+        tokio::spawn(publish_responses(
+            cluster.publisher.clone(),
+            cluster.gateway.clone(),
+            queue,
+        ));
+        tokio::spawn(cluster.clone().subscribe_forever());
+        cluster
+    }
+
+    fn adapter(&self, nsp: &str) -> Result<&NamespaceAdapter, ClusterError> {
+        self.adapters
+            .iter()
+            .find(|a| &*a.nsp.name == nsp)
+            .ok_or_else(|| ClusterError::UnknownNamespace(nsp.into()))
+    }
+
+    /// Broadcasts from this node: delivered to local sockets, then published for every other
+    /// node. Local delivery happens even when Redis is down (the error says so).
+    pub async fn broadcast(
+        &self,
+        nsp: &str,
+        selector: Selector,
+        data: Vec<rmpv::Value>,
+    ) -> Result<usize, ClusterError> {
+        let adapter = self.adapter(nsp)?;
+        let (args, attachments) = adapter::to_client_args(&data);
+        let local = adapter.nsp.broadcast(
+            &selector.rooms,
+            &selector.except,
+            &Packet::event(nsp, args, attachments),
+        );
+        let channel = adapter.channels.for_rooms(&selector.rooms);
+        let message = Broadcast {
+            uid: Some(adapter.uid.clone()),
+            nsp: nsp.into(),
+            data,
+            selector,
+            flags: vec![],
+        };
+        let mut publisher = self.publisher.clone();
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message.encode(false))
+            .query_async::<i64>(&mut publisher)
+            .await?;
+        Ok(local)
+    }
+
+    /// Keeps one subscriber connection up for the life of the process.
+    async fn subscribe_forever(self: Arc<Self>) {
+        let metrics = self.gateway.metrics.clone();
+        let mut backoff = Duration::from_millis(100);
+        let mut was_up = false;
+        loop {
+            match self.subscribe_all().await {
+                Ok((sink, stream)) => {
+                    metrics.pubsub_up.store(1, Ordering::Relaxed);
+                    if was_up {
+                        metrics.inc("wsgate_redis_pubsub_total", "recovered");
+                        tracing::info!("Redis pub/sub connection restored; resubscribed to every adapter channel");
+                    } else {
+                        tracing::info!(namespaces = self.adapters.len(), "cluster adapter subscribed");
+                    }
+                    was_up = true;
+                    backoff = Duration::from_millis(100);
+                    let why = self.serve(sink, stream).await;
+                    metrics.pubsub_up.store(0, Ordering::Relaxed);
+                    metrics.inc("wsgate_redis_pubsub_total", "lost");
+                    tracing::warn!(reason = %why, "Redis pub/sub connection lost: cross-node broadcasts are not received until it is back; local delivery goes on; reconnecting");
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in = ?backoff, "cannot subscribe to Redis for the cluster adapter (check --redis-url and that Redis is up)");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn subscribe_all(&self) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+        let pubsub = tokio::time::timeout(Duration::from_secs(5), self.redis.get_async_pubsub())
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+        let (mut sink, stream) = pubsub.split();
+        for adapter in &self.adapters {
+            let c = &adapter.channels;
+            sink.psubscribe(c.broadcast_pattern()).await?;
+            sink.subscribe(&[c.request.clone(), c.response.clone(), c.response_for(&adapter.uid)])
+                .await?;
+        }
+        Ok((sink, stream))
+    }
+
+    /// Handles messages until the connection fails; returns why.
+    async fn serve(&self, mut sink: redis::aio::PubSubSink, mut stream: redis::aio::PubSubStream) -> String {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.on_message(msg.get_channel_name(), msg.get_payload_bytes()),
+                    None => return "connection closed".into(),
+                },
+                _ = ping.tick() => {
+                    match tokio::time::timeout(PING_EVERY, sink.ping::<String>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(err)) => return err.to_string(),
+                        Err(_) => return "no answer to PING".into(),
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_message(&self, channel: &str, payload: &[u8]) {
+        for adapter in &self.adapters {
+            if let Some(room) = adapter.channels.room_of(channel) {
+                return self.on_broadcast(adapter, room, payload);
+            }
+            if channel == adapter.channels.request {
+                return self.on_request(adapter, payload);
+            }
+        }
+        // Responses: this node sends no requests of its own, so none are awaited.
+    }
+
+    fn dropped(&self, channel: &str, err: &AdapterError) {
+        self.gateway.metrics.inc("wsgate_adapter_dropped_total", err.as_str());
+        tracing::debug!(channel, error = %err, "dropped an undecodable adapter message");
+    }
+
+    fn on_broadcast(&self, adapter: &NamespaceAdapter, room: &str, payload: &[u8]) {
+        // A room channel for a room nobody here is in: nothing to decode (as Node does).
+        if !room.is_empty() && adapter.nsp.members(room).is_empty() {
+            return;
+        }
+        let message = match Broadcast::decode(payload) {
+            Ok(message) => message,
+            Err(err) => return self.dropped(&adapter.channels.broadcast, &err),
+        };
+        if message.uid.as_deref() == Some(adapter.uid.as_str()) || message.nsp != *adapter.nsp.name {
+            return;
+        }
+        self.gateway.metrics.inc("wsgate_adapter_messages_total", "broadcast");
+        let (args, attachments) = adapter::to_client_args(&message.data);
+        let packet = Packet::event(&adapter.nsp.name, args, attachments);
+        adapter
+            .nsp
+            .broadcast(&message.selector.rooms, &message.selector.except, &packet);
+    }
+
+    fn respond(&self, channel: &str, bytes: Vec<u8>) {
+        let _ = self.responses.send((channel.to_owned(), bytes));
+    }
+
+    fn on_request(&self, adapter: &NamespaceAdapter, payload: &[u8]) {
+        let request = match Request::decode(payload) {
+            Ok(request) => request,
+            Err(err) => return self.dropped(&adapter.channels.request, &err),
+        };
+        self.gateway
+            .metrics
+            .inc("wsgate_adapter_messages_total", request.kind.as_str());
+        let nsp = &adapter.nsp;
+        let response = &adapter.channels.response;
+        let selected = |s: &Selector| nsp.select(&s.rooms, &s.except);
+        // The legacy per-socket form: `{sid, room, requestId}`, answered by the node holding sid.
+        let legacy = |apply: &dyn Fn(&Arc<Socket>)| {
+            if let (Some(socket), Some(id)) = (
+                request.sid.as_deref().and_then(|sid| nsp.socket(sid)),
+                &request.request_id,
+            ) {
+                apply(&socket);
+                self.respond(response, encode::done_response(id));
+            }
+        };
+        match request.kind {
+            RequestType::Sockets => {
+                let Some(id) = &request.request_id else { return };
+                let selector = request.selector.clone().unwrap_or(Selector {
+                    rooms: request.rooms.clone(),
+                    except: vec![],
+                });
+                let ids: Vec<String> = selected(&selector).iter().map(|s| s.id.to_string()).collect();
+                self.respond(response, encode::sockets_response(id, &ids));
+            }
+            RequestType::AllRooms => {
+                let Some(id) = &request.request_id else { return };
+                let rooms: Vec<String> = nsp.all_rooms().iter().map(|r| r.to_string()).collect();
+                self.respond(response, encode::all_rooms_response(id, &rooms));
+            }
+            RequestType::RemoteJoin => match &request.selector {
+                Some(s) => {
+                    for socket in selected(s) {
+                        for room in &request.rooms {
+                            nsp.join(&socket, room.as_str().into());
+                        }
+                    }
+                }
+                None => legacy(&|socket| {
+                    if let Some(room) = &request.room {
+                        nsp.join(socket, room.as_str().into());
+                    }
+                }),
+            },
+            RequestType::RemoteLeave => match &request.selector {
+                Some(s) => {
+                    for socket in selected(s) {
+                        for room in &request.rooms {
+                            nsp.leave(&socket, room);
+                        }
+                    }
+                }
+                None => legacy(&|socket| {
+                    if let Some(room) = &request.room {
+                        nsp.leave(socket, room);
+                    }
+                }),
+            },
+            RequestType::RemoteDisconnect => match &request.selector {
+                Some(s) => {
+                    for socket in selected(s) {
+                        self.gateway.disconnect(&socket, request.close);
+                    }
+                }
+                None => legacy(&|socket| self.gateway.disconnect(socket, request.close)),
+            },
+            RequestType::RemoteFetch => {
+                let Some(id) = &request.request_id else { return };
+                let selector = request.selector.clone().unwrap_or_default();
+                let sockets = selected(&selector).iter().map(|s| remote_socket(s)).collect();
+                self.respond(response, encode::fetch_response(id, sockets));
+            }
+            RequestType::ServerSideEmit => {
+                if request.uid.as_deref() == Some(adapter.uid.as_str()) {
+                    return;
+                }
+                // No server-side handlers run here; an ack request still gets its answer so
+                // the Node caller does not wait for the timeout. Always the shared channel.
+                if let Some(id) = &request.request_id {
+                    self.respond(response, encode::server_side_emit_response(id, json!([])));
+                }
+            }
+            RequestType::Broadcast => self.broadcast_with_ack(adapter, request),
+            RequestType::BroadcastClientCount | RequestType::BroadcastAck => {}
+        }
+    }
+
+    fn broadcast_with_ack(&self, adapter: &NamespaceAdapter, request: Request) {
+        let (Some(request_id), Some(message)) = (request.request_id, request.broadcast) else {
+            return self.dropped(
+                &adapter.channels.request,
+                &AdapterError::Shape("broadcast request without requestId"),
+            );
+        };
+        if message.uid.as_deref() == Some(adapter.uid.as_str()) {
+            return;
+        }
+        let timeout = message.timeout_ms().map_or(DEFAULT_ACK_TIMEOUT, Duration::from_millis);
+        let (args, attachments) = adapter::to_client_args(&message.data);
+        let packet = Packet::event(&adapter.nsp.name, args, attachments);
+        let response = adapter.channels.response.clone();
+        let responses = self.responses.clone();
+        let make_handler = || {
+            let (responses, response, request_id) = (responses.clone(), response.clone(), request_id.clone());
+            Box::new(move |args: Vec<Value>, attachments: Vec<bytes::Bytes>| {
+                // Node passes on the first argument of the client's ack.
+                let first = args
+                    .first()
+                    .map_or(rmpv::Value::Nil, |a| adapter::from_client_value(a, &attachments));
+                let _ = responses.send((response, encode::broadcast_ack(&request_id, first)));
+            }) as crate::gateway::AckHandler
+        };
+        let count = adapter.nsp.broadcast_with_ack(
+            &message.selector.rooms,
+            &message.selector.except,
+            packet,
+            timeout,
+            make_handler,
+        );
+        self.respond(&adapter.channels.response, encode::client_count(&request_id, count));
+    }
+}
+
+/// A socket as REMOTE_FETCH describes it: `{id, handshake, rooms, data}`. Cookies are never
+/// included (Node would publish them).
+fn remote_socket(socket: &Socket) -> Value {
+    let h = &socket.handshake;
+    let headers: serde_json::Map<String, Value> = h
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    let query: serde_json::Map<String, Value> = h
+        .query
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    json!({
+        "id": &*socket.id,
+        "handshake": {
+            "headers": headers,
+            "time": h.time,
+            "address": h.address,
+            "xdomain": headers.contains_key("origin"),
+            "secure": false,
+            "issued": h.issued,
+            "url": h.url,
+            "query": query,
+            "auth": socket.auth,
+        },
+        "rooms": socket.rooms().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "data": socket.data,
+    })
+}
+
+async fn publish_responses(
+    mut publisher: redis::aio::ConnectionManager,
+    gateway: Arc<Gateway>,
+    mut queue: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) {
+    while let Some((channel, bytes)) = queue.recv().await {
+        let published = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(bytes)
+            .query_async::<i64>(&mut publisher)
+            .await;
+        if let Err(err) = published {
+            gateway.metrics.inc("wsgate_adapter_dropped_total", "publish_failed");
+            tracing::warn!(channel, error = %err, "could not publish an adapter response");
+        }
+    }
+}
