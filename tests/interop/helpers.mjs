@@ -16,6 +16,9 @@ import { io } from "socket.io-client";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const WSGATE_BIN = process.env.WSGATE_BIN ?? path.join(root, "target/debug/wsgate");
 export const ECHO_BIN = process.env.WSGATE_ECHO_BIN ?? path.join(root, "target/debug/examples/echo");
+export const CLUSTER_NODE_BIN =
+  process.env.WSGATE_CLUSTER_NODE_BIN ?? path.join(root, "target/debug/examples/cluster_node");
+export const REPO_ROOT = root;
 
 export async function freePort() {
   const srv = createServer();
@@ -41,8 +44,8 @@ export async function waitFor(what, check, timeoutMs = 10000) {
 }
 
 /** Spawns a process and kills it when the test ends. */
-function spawnManaged(t, cmd, args, env = {}) {
-  const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...env } });
+function spawnManaged(t, cmd, args, env = {}, stdin = "ignore") {
+  const child = spawn(cmd, args, { stdio: [stdin, "ignore", "pipe"], env: { ...process.env, ...env } });
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
   t.after(() => child.kill("SIGKILL"));
@@ -74,6 +77,25 @@ export async function startWsgate(t, args) {
   return { port, url, child };
 }
 
+/** A gateway node (examples/cluster_node) that broadcasts the JSON lines written to it. */
+export async function startClusterNode(t, args) {
+  const port = await freePort();
+  const child = spawnManaged(t, CLUSTER_NODE_BIN, ["--listen", `127.0.0.1:${port}`, ...args], {}, "pipe");
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(`cluster node on ${port}`, async () => (await fetch(`${url}/healthz`)).ok).catch((e) => {
+    throw new Error(`${e.message}\n${child.logs()}`);
+  });
+  const broadcast = (line) => child.stdin.write(JSON.stringify(line) + "\n");
+  const metrics = async () => (await fetch(`${url}/metrics`)).text();
+  return { port, url, child, broadcast, metrics };
+}
+
+/** How many nodes subscribe to the request channel of `nsp` (what Node counts as servers). */
+export async function serverCount(redisClient, nsp = "/") {
+  const counts = await redisClient.pubSubNumSub(`socket.io-request#${nsp}#`);
+  return Object.values(counts)[0];
+}
+
 export async function startEcho(t) {
   const port = await freePort();
   const child = spawnManaged(t, ECHO_BIN, ["--listen", `127.0.0.1:${port}`]);
@@ -81,6 +103,8 @@ export async function startEcho(t) {
   await waitFor(`echo on ${port}`, async () => (await fetch(`${url}/healthz`)).ok);
   return { port, url, child };
 }
+
+const USER_IDS = { alice: 42, zero: 0, bob: 7 };
 
 /** The Express app whose sessions wsgate must honour: express-session + connect-redis + passport. */
 export async function startExpressApp(t, { redisUrl, secret }) {
@@ -99,7 +123,7 @@ export async function startExpressApp(t, { redisUrl, secret }) {
   );
   passport.use(
     new LocalStrategy((username, password, done) =>
-      password === "pw" ? done(null, { id: username === "zero" ? 0 : 42, name: username }) : done(null, false),
+      password === "pw" ? done(null, { id: USER_IDS[username] ?? 42, name: username }) : done(null, false),
     ),
   );
   passport.serializeUser((user, done) => done(null, user.id));
