@@ -1,0 +1,96 @@
+// Two gateways behind a real nginx, configured from deploy/nginx.conf: a client connected through
+// nginx receives a broadcast emitted on the other node.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import {
+  startRedis,
+  startExpressApp,
+  startClusterNode,
+  login,
+  connectClient,
+  connected,
+  nextEvent,
+  freePort,
+  waitFor,
+  REPO_ROOT,
+} from "./helpers.mjs";
+
+function nginxBinary() {
+  for (const candidate of ["nginx", "/usr/sbin/nginx"]) {
+    try {
+      execFileSync(candidate, ["-v"], { stdio: "ignore" });
+      return candidate;
+    } catch {
+      // try the next
+    }
+  }
+  throw new Error("nginx is not installed (.ci/run installs it)");
+}
+
+async function startNginx(t, upstreamPorts) {
+  const dir = mkdtempSync(path.join(tmpdir(), "wsgate-nginx-"));
+  const port = await freePort();
+  let site = readFileSync(path.join(REPO_ROOT, "deploy/nginx.conf"), "utf8");
+  site = site
+    .replace("127.0.0.1:3001", `127.0.0.1:${upstreamPorts[0]}`)
+    .replace("127.0.0.1:3002", `127.0.0.1:${upstreamPorts[1]}`)
+    .replace(/listen 80;/, `listen 127.0.0.1:${port};`);
+  writeFileSync(path.join(dir, "wsgate.conf"), site);
+  for (const sub of ["body", "proxy", "fastcgi", "uwsgi", "scgi"]) mkdirSync(path.join(dir, sub));
+  writeFileSync(
+    path.join(dir, "nginx.conf"),
+    `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  include ${dir}/wsgate.conf;
+}
+`,
+  );
+  const child = spawn(nginxBinary(), ["-p", dir, "-e", `${dir}/error.log`, "-c", `${dir}/nginx.conf`], { stdio: "ignore" });
+  t.after(() => child.kill("SIGKILL"));
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor("nginx", async () => (await fetch(`${url}/socket.io/?EIO=4&transport=websocket`)).status === 400);
+  return { url };
+}
+
+const connections = async (node) => Number(/^wsgate_connections (\d+)$/m.exec(await node.metrics())?.[1]);
+
+test("a client connected through nginx receives a broadcast emitted on the other node", async (t) => {
+  const redis = await startRedis(t);
+  const app = await startExpressApp(t, { redisUrl: redis.url, secret: "new-secret" });
+  const args = ["--redis-url", redis.url, "--session-secret", "new-secret"];
+  const nodes = [await startClusterNode(t, args), await startClusterNode(t, args)];
+  const nginx = await startNginx(t, nodes.map((n) => n.port));
+  await waitFor("both nodes subscribed", async () => Object.values(await redis.client.pubSubNumSub("socket.io-request#/#"))[0] === 2);
+
+  const cookie = await login(app.url, "alice");
+  // A browser on the proxied origin: Origin and Host (passed through by nginx) match.
+  const socket = await connected(connectClient(nginx.url, { cookie, extraHeaders: { origin: nginx.url } }));
+  t.after(() => socket.disconnect());
+
+  const counts = await Promise.all(nodes.map(connections));
+  assert.deepEqual([...counts].sort(), [0, 1], "the socket lives on exactly one node");
+  const other = nodes[counts[0] === 1 ? 1 : 0];
+
+  const got = nextEvent(socket, "via-other-node");
+  other.broadcast({ rooms: ["user:42"], event: "via-other-node", args: ["hello"] });
+  assert.deepEqual(await got, ["hello"]);
+
+  // An origin nginx does not serve is still refused by the gateway behind it.
+  const evil = connectClient(nginx.url, { cookie, extraHeaders: { origin: "https://evil.example" } });
+  t.after(() => evil.disconnect());
+  await assert.rejects(connected(evil), { message: "websocket error" });
+});
