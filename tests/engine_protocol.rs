@@ -342,10 +342,21 @@ fn binary_refuses_to_start_without_a_secret() {
 
 #[test]
 fn deploy_env_example_only_uses_real_flags() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate")).arg("--help").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/systemd/wsgate.env.example")).unwrap();
-    for var in example.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).filter(|k| k.starts_with("WSGATE_")) {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/systemd/wsgate.env.example"
+    ))
+    .unwrap();
+    for var in example
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| k.starts_with("WSGATE_"))
+    {
         assert!(help.contains(var), "{var} is not a wsgate flag");
     }
 }

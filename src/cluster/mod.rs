@@ -111,13 +111,8 @@ impl Cluster {
         selector: Selector,
         data: Vec<rmpv::Value>,
     ) -> Result<usize, ClusterError> {
+        let local = self.broadcast_local(nsp, &selector, &data)?;
         let adapter = self.adapter(nsp)?;
-        let (args, attachments) = adapter::to_client_args(&data);
-        let local = adapter.nsp.broadcast(
-            &selector.rooms,
-            &selector.except,
-            &Packet::event(nsp, args, attachments),
-        );
         let channel = adapter.channels.for_rooms(&selector.rooms);
         let message = Broadcast {
             uid: Some(adapter.uid.clone()),
@@ -133,6 +128,15 @@ impl Cluster {
             .query_async::<i64>(&mut publisher)
             .await?;
         Ok(local)
+    }
+
+    /// A `local` broadcast: this node's sockets only, nothing is published. Returns how many
+    /// sockets got it.
+    pub fn broadcast_local(&self, nsp: &str, selector: &Selector, data: &[rmpv::Value]) -> Result<usize, ClusterError> {
+        let adapter = self.adapter(nsp)?;
+        let (args, attachments) = adapter::to_client_args(data);
+        let packet = Packet::event(nsp, args, attachments);
+        Ok(adapter.nsp.broadcast(&selector.rooms, &selector.except, &packet))
     }
 
     /// Keeps one subscriber connection up for the life of the process.
