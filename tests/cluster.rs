@@ -73,8 +73,14 @@ async fn broadcasts_reach_room_members_on_every_node() {
     assert_eq!(b7.text().await, r#"42["others"]"#);
 
     // A local broadcast stays on its node.
-    let to_42 = Selector { rooms: vec!["user:42".into()], except: vec![] };
-    assert_eq!(cluster.broadcast_local("/", &to_42, &[Mp::from("local-only")]).unwrap(), 1);
+    let to_42 = Selector {
+        rooms: vec!["user:42".into()],
+        except: vec![],
+    };
+    assert_eq!(
+        cluster.broadcast_local("/", &to_42, &[Mp::from("local-only")]).unwrap(),
+        1
+    );
     assert_eq!(c42.text().await, r#"42["local-only"]"#);
 
     // The library emitter (the bytes of @socket.io/redis-emitter).

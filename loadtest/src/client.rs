@@ -1,0 +1,177 @@
+//! One simulated browser: a WebSocket to `/socket.io/` with a session cookie, the Engine.IO open
+//! packet, a namespace CONNECT, then pongs to pings and timestamps of received events.
+
+use futures_util::{SinkExt, StreamExt};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::http::Request;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Why a handshake failed, as reported in results.
+pub fn failure_reason(err: &ConnectError) -> String {
+    match err {
+        ConnectError::Tcp(e) => format!("tcp_{:?}", e.kind()).to_lowercase(),
+        ConnectError::Http(status) => format!("http_{status}"),
+        ConnectError::Refused(message) => format!("connect_error:{message}"),
+        ConnectError::Timeout => "timeout".into(),
+        ConnectError::Protocol(what) => format!("protocol:{what}"),
+        ConnectError::Closed => "closed".into(),
+    }
+}
+
+#[derive(Debug)]
+pub enum ConnectError {
+    Tcp(std::io::Error),
+    Http(u16),
+    Refused(String),
+    Timeout,
+    Protocol(&'static str),
+    Closed,
+}
+
+/// The source address for connection `n`: 127.0.0.2 … 127.0.0.254 in turn, so one machine can
+/// open far more than the ~28k ephemeral ports one address pair allows.
+pub fn source_ip(n: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (n % 253) as u8))
+}
+
+fn ws_config() -> WebSocketConfig {
+    // Small buffers: the load generator holds tens of thousands of sockets per process too.
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
+
+/// Connects and joins namespace `/`; returns the socket and the handshake latency (TCP connect
+/// to the CONNECT answer).
+pub async fn connect(
+    target: SocketAddr,
+    source: IpAddr,
+    path: &str,
+    cookie: &str,
+    timeout: Duration,
+) -> Result<(Ws, Duration), ConnectError> {
+    let started = Instant::now();
+    match tokio::time::timeout(timeout, connect_inner(target, source, path, cookie)).await {
+        Ok(Ok(ws)) => Ok((ws, started.elapsed())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ConnectError::Timeout),
+    }
+}
+
+async fn connect_inner(target: SocketAddr, source: IpAddr, path: &str, cookie: &str) -> Result<Ws, ConnectError> {
+    let socket = TcpSocket::new_v4().map_err(ConnectError::Tcp)?;
+    socket.bind(SocketAddr::new(source, 0)).map_err(ConnectError::Tcp)?;
+    let tcp = socket.connect(target).await.map_err(ConnectError::Tcp)?;
+    let _ = tcp.set_nodelay(true);
+    let request = Request::builder()
+        .uri(format!("ws://{target}{path}?EIO=4&transport=websocket"))
+        .header("Host", target.to_string())
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", generate_key())
+        .header("Cookie", cookie)
+        .body(())
+        .map_err(|_| ConnectError::Protocol("request"))?;
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(ws_config()))
+        .await
+        .map_err(|e| match e {
+            tungstenite::Error::Http(resp) => ConnectError::Http(resp.status().as_u16()),
+            tungstenite::Error::Io(io) => ConnectError::Tcp(io),
+            _ => ConnectError::Protocol("websocket handshake"),
+        })?;
+    let open = next_text(&mut ws).await?;
+    if !open.starts_with("0{") {
+        return Err(ConnectError::Protocol("no open packet"));
+    }
+    ws.send(Message::text("40")).await.map_err(|_| ConnectError::Closed)?;
+    loop {
+        let reply = next_text(&mut ws).await?;
+        if reply.starts_with("40") {
+            return Ok(ws);
+        }
+        if let Some(err) = reply.strip_prefix("44") {
+            let message = serde_json::from_str::<serde_json::Value>(err)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Err(ConnectError::Refused(message));
+        }
+        if reply == "2" {
+            ws.send(Message::text("3")).await.map_err(|_| ConnectError::Closed)?;
+        }
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> Result<String, ConnectError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(ConnectError::Closed),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// What a held connection saw.
+pub enum Event {
+    /// An event whose first argument carries `"t"`: nanoseconds since the epoch when published.
+    Timestamped {
+        latency_us: u64,
+    },
+    Other,
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Holds a connected socket: answers pings, reports events, until the server closes it or
+/// `stop` fires. Returns true if the server closed it.
+pub async fn hold(mut ws: Ws, mut stop: tokio::sync::watch::Receiver<bool>, mut on_event: impl FnMut(Event)) -> bool {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = ws.close(None).await;
+                return false;
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let t = t.as_str();
+                    if t == "2" {
+                        if ws.send(Message::text("3")).await.is_err() {
+                            return true;
+                        }
+                    } else if let Some(payload) = t.strip_prefix("42") {
+                        on_event(parse_event(payload));
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+fn parse_event(payload: &str) -> Event {
+    // `["bench",{"t":<ns>,...}]`: find the number after "t": without a full parse.
+    let Some(pos) = payload.find("\"t\":") else {
+        return Event::Other;
+    };
+    let digits: String = payload[pos + 4..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    match digits.parse::<u64>() {
+        Ok(sent) => Event::Timestamped {
+            latency_us: now_ns().saturating_sub(sent) / 1000,
+        },
+        Err(_) => Event::Other,
+    }
+}
