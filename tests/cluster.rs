@@ -257,3 +257,22 @@ async fn redis_restart_is_survived_and_delivery_resumes() {
     );
     assert!(metrics.contains("wsgate_redis_pubsub_up 1"), "{metrics}");
 }
+
+/// The subscriber pings Redis every 5 s; the connection must survive that (a PING in subscribe
+/// mode is answered with an array, which once made every ping look like a failure).
+#[tokio::test]
+async fn subscriber_stays_connected_across_pings() {
+    let redis = Redis::start().await;
+    let a = GatewayProcess::start(&redis.url(), &[]).await;
+    redis.wait_for_servers("/", 1).await;
+    let (mut client, _) = user(&redis, a.addr, "sa", "42").await;
+    client.idle(Duration::from_secs(12)).await;
+    let metrics = a.metrics().await;
+    assert!(
+        !metrics.contains("wsgate_redis_pubsub_total{"),
+        "no loss or recovery expected:\n{metrics}"
+    );
+    let e = emitter(&redis).await;
+    e.of("/").to("user:42").emit("still-subscribed", vec![]).await.unwrap();
+    assert_eq!(client.text().await, r#"42["still-subscribed"]"#);
+}

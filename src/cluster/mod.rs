@@ -195,7 +195,9 @@ impl Cluster {
                     None => return "connection closed".into(),
                 },
                 _ = ping.tick() => {
-                    match tokio::time::timeout(PING_EVERY, sink.ping::<String>()).await {
+                    // In subscribe mode Redis answers PING with ["pong", ""], not "PONG": any
+                    // reply proves the link is alive.
+                    match tokio::time::timeout(PING_EVERY, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(err)) => return err.to_string(),
                         Err(_) => return "no answer to PING".into(),

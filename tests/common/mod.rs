@@ -230,13 +230,17 @@ impl Client {
 
     /// Stays connected for `duration`, answering pings; fails on any other frame.
     pub async fn idle(&mut self, duration: Duration) {
-        // `recv` answers pings itself and returns only on anything else.
-        let frame = tokio::time::timeout(duration, self.recv()).await;
-        match frame {
-            Err(_) => {}
-            Ok(Received::Closed(code)) => panic!("closed while idle ({code:?})"),
-            Ok(Received::Text(t)) => panic!("unexpected {t:?} while idle"),
-            Ok(Received::Binary(b)) => panic!("unexpected binary {b:?} while idle"),
+        let until = tokio::time::Instant::now() + duration;
+        loop {
+            let next = tokio::time::timeout_at(until, self.ws.next()).await;
+            match next {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
+                    let _ = self.ws.send(Message::text("3")).await;
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(other) => panic!("unexpected {other:?} while idle"),
+            }
         }
     }
 

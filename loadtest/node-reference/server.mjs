@@ -1,0 +1,72 @@
+// The Node stack a team runs today, with wsgate's rules, so every loadgen scenario can run
+// against both: socket.io 4 + @socket.io/redis-adapter, express-session + connect-redis on the
+// engine, anonymous sockets refused with "Authentication error", user and session rooms,
+// the same Origin policy (same-origin or no Origin).
+//
+//   node server.mjs --port 3100 --redis-url redis://127.0.0.1:6379 --secret loadtest-secret
+import { createServer } from "node:http";
+import { parseArgs } from "node:util";
+import { Server } from "socket.io";
+import { createAdapter } from "@socket.io/redis-adapter";
+import session from "express-session";
+import { RedisStore } from "connect-redis";
+import { createClient } from "redis";
+
+const { values } = parseArgs({
+  options: {
+    port: { type: "string", default: "3100" },
+    host: { type: "string", default: "127.0.0.1" },
+    "redis-url": { type: "string", default: "redis://127.0.0.1:6379" },
+    secret: { type: "string", multiple: true, default: ["loadtest-secret"] },
+  },
+});
+
+const sessionClient = createClient({ url: values["redis-url"] });
+const pubClient = createClient({ url: values["redis-url"] });
+const subClient = pubClient.duplicate();
+for (const c of [sessionClient, pubClient, subClient]) c.on("error", (e) => console.error("redis:", e.message));
+await Promise.all([sessionClient.connect(), pubClient.connect(), subClient.connect()]);
+
+const httpServer = createServer();
+const io = new Server(httpServer, {
+  transports: ["websocket"],
+  adapter: createAdapter(pubClient, subClient),
+  allowRequest: (req, callback) => {
+    const origin = req.headers.origin;
+    if (!origin) return callback(null, true);
+    try {
+      callback(null, new URL(origin).host === req.headers.host);
+    } catch {
+      callback(null, false);
+    }
+  },
+});
+
+io.engine.use(
+  session({
+    store: new RedisStore({ client: sessionClient }),
+    secret: values.secret,
+    resave: false,
+    saveUninitialized: false,
+  }),
+);
+
+io.use((socket, next) => {
+  const user = socket.request.session?.passport?.user;
+  if (user === undefined || user === null || user === false || user === "") {
+    return next(new Error("Authentication error"));
+  }
+  socket.data.user = user;
+  next();
+});
+
+io.on("connection", (socket) => {
+  const user = socket.data.user;
+  socket.join(`user:${typeof user === "string" ? user : JSON.stringify(user)}`);
+  socket.join(`session:${socket.request.sessionID}`);
+});
+
+httpServer.listen(Number(values.port), values.host, () => {
+  console.log(`node reference listening on ${values.host}:${values.port}`);
+});
+for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => io.close(() => process.exit(0)));
