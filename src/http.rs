@@ -4,7 +4,7 @@
 //! optionally the session, then the upgrade. Everything after the upgrade is the gateway's.
 
 use crate::auth::OriginPolicy;
-use crate::gateway::{Gateway, Handshake, PendingAuth};
+use crate::gateway::{parse_query, Gateway, Handshake, PendingAuth};
 use crate::protocol::engineio::{check_handshake, HandshakeError};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -119,12 +119,12 @@ async fn socket_endpoint(
     };
     gateway.metrics.inc("wsgate_handshakes_total", "upgraded");
 
-    let handshake = handshake_info(&headers, peer, &uri, query);
+    let handshake = handshake_info(&headers, peer, &uri);
     let transport = gateway.transport();
     let gateway = gateway.clone();
     upgrade
         // tungstenite's defaults keep 128 KiB per connection; Socket.IO frames are small.
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(transport.max_queue_bytes.max(64 * 1024))
         .max_message_size(transport.max_payload)
@@ -132,21 +132,9 @@ async fn socket_endpoint(
         .on_upgrade(move |ws| gateway.serve(ws, handshake, pending))
 }
 
-fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| crate::auth::cookie::decode_value(&s.replace('+', " ")).into_owned();
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
 const KEPT_HEADERS: [&str; 4] = ["host", "origin", "user-agent", "x-forwarded-for"];
 
-fn handshake_info(headers: &HeaderMap, peer: SocketAddr, uri: &Uri, query: Vec<(String, String)>) -> Handshake {
+fn handshake_info(headers: &HeaderMap, peer: SocketAddr, uri: &Uri) -> Handshake {
     let issued = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -154,52 +142,16 @@ fn handshake_info(headers: &HeaderMap, peer: SocketAddr, uri: &Uri, query: Vec<(
     Handshake {
         headers: KEPT_HEADERS
             .iter()
-            .filter_map(|name| Some((name.to_string(), headers.get(*name)?.to_str().ok()?.to_owned())))
+            .filter_map(|name| Some((*name, headers.get(*name)?.to_str().ok()?.into())))
             .collect(),
-        time: js_date_string(issued / 1000),
         issued,
-        address: peer.ip().to_string(),
-        url: uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
-        query,
+        address: peer.ip(),
+        url: uri.path_and_query().map(|p| p.as_str()).unwrap_or_default().into(),
     }
-}
-
-/// `Date.prototype.toString()` in UTC, as Node peers show a handshake's `time`.
-fn js_date_string(epoch_secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = epoch_secs / 86_400;
-    let secs = epoch_secs % 86_400;
-    let (year, month, day) = crate::protocol::civil_from_days(days as i64);
-    format!(
-        "{} {} {:02} {} {:02}:{:02}:{:02} GMT+0000 (Coordinated Universal Time)",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        day,
-        year,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn js_date_string_matches_node() {
-        // new Date(1795264087848).toString() with TZ=UTC
-        assert_eq!(
-            super::js_date_string(1_795_264_087),
-            "Sat Nov 21 2026 12:28:07 GMT+0000 (Coordinated Universal Time)"
-        );
-        assert_eq!(
-            super::js_date_string(0),
-            "Thu Jan 01 1970 00:00:00 GMT+0000 (Coordinated Universal Time)"
-        );
-    }
-
     #[test]
     fn query_is_split_and_decoded() {
         let q = super::parse_query("EIO=4&transport=websocket&t=a%20b&flag");

@@ -56,7 +56,16 @@ impl Server {
         http: HttpOptions,
         cluster: Option<ClusterOptions>,
     ) -> std::io::Result<Server> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        // A deep accept queue: reconnect storms otherwise overflow the default (1024) and clients
+        // wait a full SYN retransmit (1 s). The kernel caps it at net.core.somaxconn.
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(4096)?;
         let local_addr = listener.local_addr()?;
         let gateway = Gateway::new(config);
         let cluster = cluster.map(|c| cluster::Cluster::start(gateway.clone(), c.redis, c.publisher, &c.prefix));

@@ -98,6 +98,9 @@ struct RunArgs {
     /// Fan-out and churn: messages published per second.
     #[arg(long, default_value_t = 100)]
     rate: u64,
+    /// Seconds to wait after publishing for the last deliveries (a saturated server lags).
+    #[arg(long, default_value_t = 2)]
+    drain: u64,
     /// Churn: connects (and disconnects) per second, over all workers.
     #[arg(long, default_value_t = 100)]
     churn_rate: u64,
@@ -139,6 +142,7 @@ struct WorkerReport {
     server_closed: u64,
     churn_ok: u64,
     churn_failed: BTreeMap<String, u64>,
+    last_delivery_ns: u64,
 }
 
 fn session_id(run_id: &str, n: usize) -> String {
@@ -427,17 +431,24 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         Scenario::Fanout => {
             let rooms = args.rooms.max(1);
+            let (_, ticks_before) = sample_all(&args.server_pids);
+            let publish_start = client::now_ns();
             let published = publish_for(&args.redis_url, args.rate, Duration::from_secs(args.duration), |seq| {
                 format!("user:room-{}", seq % rooms as u64)
             })
             .await?;
-            // Members per room as they actually connected: every socket n is in room n % rooms.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_secs(args.drain)).await;
+            let (_, ticks_after) = sample_all(&args.server_pids);
             let mut done = Vec::new();
             for w in &mut workers {
                 done.push(w.stop().await?);
             }
             let delivered: u64 = done.iter().map(|r| r.deliveries).sum();
+            if !args.server_pids.is_empty() {
+                let cpu_s = (ticks_after - ticks_before) as f64 / 100.0;
+                result["server_cpu_s"] = json!(cpu_s);
+                result["deliveries_per_server_cpu_s"] = json!((delivered as f64 / cpu_s.max(0.01)).round());
+            }
             let expected = if ok as usize == args.connections {
                 (0..published)
                     .map(|seq| members(args.connections, rooms, (seq % rooms as u64) as usize) as u64)
@@ -452,7 +463,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             result["delivered"] = json!(delivered);
             result["expected"] = json!(expected);
             result["lost"] = json!(expected.saturating_sub(delivered));
-            result["deliveries_per_s"] = json!((delivered as f64 / args.duration as f64).round());
+            // Throughput over the time deliveries actually took (longer than the publishing window
+            // when the servers lag behind).
+            let last = done.iter().map(|r| r.last_delivery_ns).max().unwrap_or(publish_start);
+            let window = (last.saturating_sub(publish_start) as f64 / 1e9).max(args.duration as f64);
+            result["offered_deliveries_per_s"] = json!(expected as f64 / args.duration as f64);
+            result["deliveries_per_s"] = json!((delivered as f64 / window).round());
             result["delivery_latency"] = latency_summary(samples);
             result["server_closed"] = json!(done.iter().map(|r| r.server_closed).sum::<u64>());
         }
@@ -461,7 +477,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 "user:observers".into()
             })
             .await?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_secs(args.drain)).await;
             let mut done = Vec::new();
             for w in &mut workers {
                 done.push(w.stop().await?);
@@ -513,6 +529,7 @@ fn members(connections: usize, rooms: usize, room: usize) -> usize {
 #[derive(Default)]
 struct Tally {
     deliveries: AtomicU64,
+    last_delivery_ns: AtomicU64,
     server_closed: AtomicU64,
     latencies: parking_lot_free::Samples,
 }
@@ -574,6 +591,7 @@ async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
                     let closed = client::hold(ws, stop, move |event| {
                         if let client::Event::Timestamped { latency_us } = event {
                             tally2.deliveries.fetch_add(1, Ordering::Relaxed);
+                            tally2.last_delivery_ns.fetch_max(client::now_ns(), Ordering::Relaxed);
                             tally2.latencies.push(latency_us.min(u32::MAX as u64) as u32);
                         }
                     })
@@ -632,6 +650,7 @@ async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
         deliveries: tally.deliveries.load(Ordering::Relaxed),
         delivery_us: tally.latencies.take(),
         server_closed: tally.server_closed.load(Ordering::Relaxed),
+        last_delivery_ns: tally.last_delivery_ns.load(Ordering::Relaxed),
         churn_ok,
         churn_failed,
         ..Default::default()

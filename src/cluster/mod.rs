@@ -384,19 +384,15 @@ fn remote_socket(socket: &Socket) -> Value {
     let headers: serde_json::Map<String, Value> = h
         .headers
         .iter()
-        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .map(|(k, v)| (k.to_string(), Value::from(&**v)))
         .collect();
-    let query: serde_json::Map<String, Value> = h
-        .query
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-        .collect();
+    let query: serde_json::Map<String, Value> = h.query().into_iter().map(|(k, v)| (k, Value::from(v))).collect();
     json!({
         "id": &*socket.id,
         "handshake": {
             "headers": headers,
-            "time": h.time,
-            "address": h.address,
+            "time": crate::protocol::js_date_string(h.issued),
+            "address": h.address.to_string(),
             "xdomain": headers.contains_key("origin"),
             "secure": false,
             "issued": h.issued,

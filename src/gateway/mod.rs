@@ -7,7 +7,7 @@
 
 mod namespace;
 
-pub use namespace::{frames, AckHandler, Handshake, Namespace, Room, Socket};
+pub use namespace::{frames, parse_query, AckHandler, Handshake, Namespace, Room, Socket};
 
 use crate::auth::{AuthError, Identity, SessionAuth};
 use crate::metrics::Metrics;

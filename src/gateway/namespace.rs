@@ -34,19 +34,48 @@ impl std::fmt::Debug for PendingAck {
 pub type Room = Arc<str>;
 
 /// What the client sent when its engine connection was opened (the `handshake` of a Node
-/// socket, minus cookies: they never leave this process).
-#[derive(Debug, Clone, Default)]
+/// socket, minus cookies: they never leave this process). Stored compactly: it lives as long as
+/// the connection, and the query and time are derived only when a peer asks (`fetchSockets`).
+#[derive(Debug, Clone)]
 pub struct Handshake {
     /// Selected request headers (`host`, `origin`, `user-agent`, `x-forwarded-for`).
-    pub headers: Vec<(String, String)>,
-    /// `Date.toString()`-style time of the handshake.
-    pub time: String,
+    pub headers: Box<[(&'static str, Box<str>)]>,
     /// Epoch milliseconds of the handshake.
     pub issued: u64,
-    pub address: String,
+    pub address: std::net::IpAddr,
     /// Request path and query, e.g. `/socket.io/?EIO=4&transport=websocket`.
-    pub url: String,
-    pub query: Vec<(String, String)>,
+    pub url: Box<str>,
+}
+
+impl Default for Handshake {
+    fn default() -> Self {
+        Handshake {
+            headers: Box::new([]),
+            issued: 0,
+            address: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            url: "".into(),
+        }
+    }
+}
+
+impl Handshake {
+    /// The query parameters of `url`, decoded.
+    pub fn query(&self) -> Vec<(String, String)> {
+        parse_query(self.url.split_once('?').map_or("", |(_, q)| q))
+    }
+}
+
+/// `a=1&b=x%20y` → pairs, percent-decoded (`+` as space, as in a URL query).
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| crate::auth::cookie::decode_value(&s.replace('+', " ")).into_owned();
+            (decode(k), decode(v))
+        })
+        .collect()
 }
 
 /// One client connected to one namespace.
@@ -89,6 +118,13 @@ impl Socket {
 
     pub fn is_connected(&self) -> bool {
         self.rooms.lock().is_some()
+    }
+
+    fn in_room(&self, room: &str) -> bool {
+        self.rooms
+            .lock()
+            .as_ref()
+            .is_some_and(|rooms| rooms.iter().any(|r| &**r == room))
     }
 
     /// The rooms the socket is in (empty once it is gone).
@@ -183,10 +219,13 @@ impl Namespace {
             return;
         }
         rooms.push(room.clone());
-        self.rooms
-            .entry(room)
-            .or_default()
-            .insert(socket.id.clone(), socket.clone());
+        // A socket's own-id room is answered from the socket map: no entry of its own.
+        if room != socket.id {
+            self.rooms
+                .entry(room)
+                .or_default()
+                .insert(socket.id.clone(), socket.clone());
+        }
     }
 
     pub fn leave(&self, socket: &Socket, room: &str) {
@@ -196,7 +235,9 @@ impl Namespace {
             return;
         };
         rooms.swap_remove(pos);
-        self.remove_member(room, &socket.id);
+        if room != &*socket.id {
+            self.remove_member(room, &socket.id);
+        }
     }
 
     fn remove_member(&self, room: &str, id: &str) {
@@ -215,7 +256,7 @@ impl Namespace {
         let Some(rooms) = guard.take() else {
             return false;
         };
-        for room in &rooms {
+        for room in rooms.iter().filter(|r| **r != socket.id) {
             self.remove_member(room, &socket.id);
         }
         drop(guard);
@@ -237,14 +278,23 @@ impl Namespace {
 
     /// Every room on this node, socket-id rooms included.
     pub fn all_rooms(&self) -> Vec<Room> {
-        self.rooms.iter().map(|e| e.key().clone()).collect()
+        let own_rooms = self
+            .sockets
+            .iter()
+            .filter(|e| e.value().in_room(e.key()))
+            .map(|e| e.key().clone());
+        self.rooms.iter().map(|e| e.key().clone()).chain(own_rooms).collect()
     }
 
     pub fn members(&self, room: &str) -> Vec<Arc<Socket>> {
-        self.rooms
-            .get(room)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        if let Some(members) = self.rooms.get(room) {
+            return members.values().cloned().collect();
+        }
+        // A socket id names the room of that one socket (unless it left it).
+        match self.sockets.get(room) {
+            Some(socket) if socket.in_room(room) => vec![socket.clone()],
+            _ => Vec::new(),
+        }
     }
 
     /// Sockets in any of `rooms` (all sockets when `rooms` is empty) and in none of `except`.

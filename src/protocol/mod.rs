@@ -33,8 +33,44 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
+/// `Date.prototype.toString()` in UTC of epoch milliseconds, as Node peers show a handshake's
+/// `time` (e.g. `Sat Nov 21 2026 12:28:07 GMT+0000 (Coordinated Universal Time)`).
+pub fn js_date_string(epoch_ms: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = epoch_ms / 1000;
+    let days = secs / 86_400;
+    let in_day = secs % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{} {} {:02} {} {:02}:{:02}:{:02} GMT+0000 (Coordinated Universal Time)",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        day,
+        year,
+        in_day / 3600,
+        in_day / 60 % 60,
+        in_day % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn js_date_string_matches_node() {
+        // new Date(1795264087848).toString() with TZ=UTC
+        assert_eq!(
+            super::js_date_string(1_795_264_087_848),
+            "Sat Nov 21 2026 12:28:07 GMT+0000 (Coordinated Universal Time)"
+        );
+        assert_eq!(
+            super::js_date_string(0),
+            "Thu Jan 01 1970 00:00:00 GMT+0000 (Coordinated Universal Time)"
+        );
+    }
+
     #[test]
     fn ids_have_node_shape_and_differ() {
         let a = super::new_id();
