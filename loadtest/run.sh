@@ -17,12 +17,12 @@ done
 
 if ((SMOKE)); then
   PROFILE=debug
-  STORM=300; IDLE=300; IDLE_WORKERS=1; FAN=200; ROOMS=4; RATE=50; DUR=2
+  STORM=300; IDLE=300; IDLE_WORKERS=1; FAN=200; ROOMS=4; RATE=50; DUR=2; FAN_DUR=2; DRAIN=2
   LAT=200; LAT_ROOMS=2; LAT_RATE=20; CHURN_OBS=100; CHURN_RATE=20; BIG=0
   OUT=target/loadtest-smoke.md
 else
   PROFILE=release
-  STORM=10000; IDLE=19000; IDLE_WORKERS=2; FAN=10000; ROOMS=10; RATE=40; DUR=10
+  STORM=10000; IDLE=19000; IDLE_WORKERS=2; FAN=10000; ROOMS=10; RATE=200; DUR=10; FAN_DUR=5; DRAIN=15
   LAT=1000; LAT_ROOMS=10; LAT_RATE=100; CHURN_OBS=1000; CHURN_RATE=200; BIG=${BIG:-100000}
   OUT=docs/BENCHMARKS.md
 fi
@@ -76,18 +76,18 @@ loadgen() {
 }
 
 for system in wsgate node; do
-  start_nodes $system 1; loadgen $system --scenario connect-storm --connections $STORM --concurrency 500; stop_nodes
-  start_nodes $system 1; loadgen $system --scenario idle-hold --connections $IDLE --workers $IDLE_WORKERS --duration $DUR; stop_nodes
-  start_nodes $system 2; loadgen $system --scenario fanout --connections $FAN --rooms $ROOMS --rate $RATE --duration $DUR; stop_nodes
-  start_nodes $system 2; loadgen $system --scenario fanout --connections $LAT --rooms $LAT_ROOMS --rate $LAT_RATE --duration $DUR; stop_nodes
-  start_nodes $system 2; loadgen $system --scenario churn --connections $CHURN_OBS --churn-rate $CHURN_RATE --rate $LAT_RATE --duration $DUR; stop_nodes
+  start_nodes $system 1; loadgen $system --variant "$STORM sockets, 500 in flight, 1 node" --scenario connect-storm --connections $STORM --concurrency 500; stop_nodes
+  start_nodes $system 1; loadgen $system --variant "$IDLE sockets, 1 node" --scenario idle-hold --connections $IDLE --workers $IDLE_WORKERS --duration $DUR; stop_nodes
+  start_nodes $system 2; loadgen $system --variant "capacity: $FAN sockets in $ROOMS rooms, 2 nodes, $RATE msg/s" --scenario fanout --connections $FAN --workers $IDLE_WORKERS --rooms $ROOMS --rate $RATE --duration $FAN_DUR --drain $DRAIN; stop_nodes
+  start_nodes $system 2; loadgen $system --variant "cross-node latency: $LAT sockets in $LAT_ROOMS rooms, 2 nodes, $LAT_RATE msg/s" --scenario fanout --connections $LAT --rooms $LAT_ROOMS --rate $LAT_RATE --duration $DUR; stop_nodes
+  start_nodes $system 2; loadgen $system --variant "$CHURN_OBS observers, 2 nodes, $CHURN_RATE connects/s" --scenario churn --connections $CHURN_OBS --churn-rate $CHURN_RATE --rate $LAT_RATE --duration $DUR; stop_nodes
 done
 if ((BIG > 0)); then
   # Scale beyond one process: a cluster of gateway nodes holding BIG sockets, one broadcast
   # room containing all of them.
   NODES=$(( (BIG + 15999) / 16000 ))
   start_nodes wsgate $NODES
-  loadgen wsgate-cluster --scenario fanout --connections "$BIG" --workers "$NODES" --rooms 1 --rate 1 --duration 5 --concurrency 300
+  loadgen wsgate-cluster --variant "scale: $BIG sockets on $NODES gateway processes, one room" --scenario fanout --connections "$BIG" --workers "$NODES" --rooms 1 --rate 1 --duration 5 --drain 10 --concurrency 300
   stop_nodes
 fi
 
@@ -103,7 +103,7 @@ fi
   echo "- $(redis-server --version | cut -d' ' -f1-3)"
   echo "- every socket authenticates with a signed express-session cookie against a connect-redis record, joins namespace /, its user room and its session room"
   echo
-  echo "Scenarios (sizes: connect-storm $STORM sockets; idle-hold $IDLE sockets; fanout $FAN sockets in $ROOMS rooms over 2 nodes at $RATE msg/s, and $LAT sockets in $LAT_ROOMS rooms at $LAT_RATE msg/s for latency; churn $CHURN_OBS observers + $CHURN_RATE connects/s while $LAT_RATE msg/s are published; ${DUR} s each):"
+  echo "Sizes: connect-storm $STORM sockets (500 handshakes in flight); idle-hold $IDLE sockets held ${DUR} s; fanout (capacity) $FAN sockets in $ROOMS rooms over 2 nodes, $RATE msg/s for ${FAN_DUR} s; fanout (latency) $LAT sockets in $LAT_ROOMS rooms over 2 nodes, $LAT_RATE msg/s for ${DUR} s; churn $CHURN_OBS observers on 2 nodes + $CHURN_RATE connects/s while $LAT_RATE msg/s are published for ${DUR} s$( ((BIG > 0)) && echo "; wsgate-cluster: $BIG sockets on $(( (BIG + 15999) / 16000 )) gateway processes, all in one room, 1 msg/s for 5 s")."
   echo
 } >"$WORK/header.md"
 [[ -f loadtest/analysis.md && $SMOKE == 0 ]] && cp loadtest/analysis.md "$WORK/footer.md" || : >"$WORK/footer.md"

@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a scenario against one system and print its JSON result.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Render docs/BENCHMARKS.md tables from result lines.
     Report(report::ReportArgs),
     /// (internal) One worker process.
@@ -64,6 +64,9 @@ struct RunArgs {
     /// Name of the system under test in the result (e.g. wsgate, node).
     #[arg(long)]
     system: String,
+    /// Which variant of the scenario this is (results are compared within a variant).
+    #[arg(long, default_value = "")]
+    variant: String,
     /// Gateway address; repeat for several nodes (sockets are spread round-robin).
     #[arg(long = "target", required = true)]
     targets: Vec<SocketAddr>,
@@ -191,7 +194,7 @@ fn latency_summary(mut samples: Vec<u32>) -> Value {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Report(args) => report::render(args),
         Command::Worker { spec } => worker(serde_json::from_str(&spec)?).await,
     }
@@ -387,7 +390,7 @@ async fn publish_for(
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let run_id = format!("{:x}", rand::random::<u32>());
     seed_sessions(&args, &run_id).await?;
-    let (baseline_rss, _) = sample_all(&args.server_pids);
+    let (baseline_rss, ticks_at_start) = sample_all(&args.server_pids);
     let started = Instant::now();
     let mut workers = spawn_workers(&args, &run_id).await?;
     let mut connected = Vec::new();
@@ -395,6 +398,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         connected.push(w.report().await?);
     }
     let connect_wall = started.elapsed();
+    let (_, ticks_connected) = sample_all(&args.server_pids);
     let (ok, failed) = merge(&connected);
     let first_start = connected.iter().map(|r| r.started_ns).min().unwrap_or(0);
     let last_end = connected.iter().map(|r| r.finished_ns).max().unwrap_or(0);
@@ -402,6 +406,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let handshakes: Vec<u32> = connected.iter().flat_map(|r| r.handshake_us.iter().copied()).collect();
     let mut result = json!({
         "scenario": args.scenario,
+        "variant": args.variant,
         "system": args.system,
         "nodes": args.targets.len(),
         "connections": args.connections,
@@ -412,6 +417,11 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         "handshake_latency": latency_summary(handshakes),
         "connect_wall_s": (connect_wall.as_secs_f64() * 100.0).round() / 100.0,
     });
+    if !args.server_pids.is_empty() {
+        let cpu_s = (ticks_connected - ticks_at_start) as f64 / 100.0;
+        result["connect_server_cpu_s"] = json!(cpu_s);
+        result["handshakes_per_server_cpu_s"] = json!((ok as f64 / cpu_s.max(0.01)).round());
+    }
 
     match args.scenario {
         Scenario::ConnectStorm => {}
@@ -449,25 +459,25 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 result["server_cpu_s"] = json!(cpu_s);
                 result["deliveries_per_server_cpu_s"] = json!((delivered as f64 / cpu_s.max(0.01)).round());
             }
-            let expected = if ok as usize == args.connections {
+            // Every socket n is in room n % rooms; with failed handshakes the room sizes are
+            // unknown, so expected and lost are left out rather than guessed.
+            let expected: Option<u64> = (ok as usize == args.connections).then(|| {
                 (0..published)
                     .map(|seq| members(args.connections, rooms, (seq % rooms as u64) as usize) as u64)
                     .sum()
-            } else {
-                0
-            };
+            });
             let samples: Vec<u32> = done.iter().flat_map(|r| r.delivery_us.iter().copied()).collect();
             result["rooms"] = json!(rooms);
             result["published"] = json!(published);
             result["rate_per_s"] = json!(args.rate);
             result["delivered"] = json!(delivered);
             result["expected"] = json!(expected);
-            result["lost"] = json!(expected.saturating_sub(delivered));
+            result["lost"] = json!(expected.map(|e| e.saturating_sub(delivered)));
             // Throughput over the time deliveries actually took (longer than the publishing window
             // when the servers lag behind).
             let last = done.iter().map(|r| r.last_delivery_ns).max().unwrap_or(publish_start);
             let window = (last.saturating_sub(publish_start) as f64 / 1e9).max(args.duration as f64);
-            result["offered_deliveries_per_s"] = json!(expected as f64 / args.duration as f64);
+            result["offered_deliveries_per_s"] = json!(expected.map(|e| e as f64 / args.duration as f64));
             result["deliveries_per_s"] = json!((delivered as f64 / window).round());
             result["delivery_latency"] = latency_summary(samples);
             result["server_closed"] = json!(done.iter().map(|r| r.server_closed).sum::<u64>());

@@ -28,6 +28,7 @@ fn metrics(scenario: &str) -> &'static [Metric] {
         "connect-storm" => &[
             ("sockets connected", "/connected", true),
             ("handshakes/s", "/handshakes_per_s", true),
+            ("handshakes per server CPU-second", "/handshakes_per_server_cpu_s", true),
             ("handshake p50 (ms)", "/handshake_latency/p50_ms", false),
             ("handshake p99 (ms)", "/handshake_latency/p99_ms", false),
             ("handshake p999 (ms)", "/handshake_latency/p999_ms", false),
@@ -117,15 +118,25 @@ pub fn render(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
         out.push_str(&std::fs::read_to_string(header)?);
         out.push('\n');
     }
-    let mut scenarios: Vec<&str> = Vec::new();
+    // One table per scenario variant, in the order they first appear.
+    let key = |r: &Value| {
+        (
+            r["scenario"].as_str().unwrap_or("?").to_string(),
+            r["variant"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let mut tables: Vec<(String, String)> = Vec::new();
     for r in &results {
-        let s = r["scenario"].as_str().unwrap_or("?");
-        if !scenarios.contains(&s) {
-            scenarios.push(s);
+        if !tables.contains(&key(r)) {
+            tables.push(key(r));
         }
     }
-    for scenario in scenarios {
-        let runs: Vec<&Value> = results.iter().filter(|r| r["scenario"] == scenario).collect();
+    for (scenario, variant) in tables {
+        let runs: Vec<&Value> = results
+            .iter()
+            .filter(|r| key(r) == (scenario.clone(), variant.clone()))
+            .collect();
+        let scenario = scenario.as_str();
         let systems: Vec<String> = runs
             .iter()
             .map(|r| {
@@ -137,7 +148,11 @@ pub fn render(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
                 )
             })
             .collect();
-        let _ = writeln!(out, "### {scenario}\n");
+        if variant.is_empty() {
+            let _ = writeln!(out, "### {scenario}\n");
+        } else {
+            let _ = writeln!(out, "### {scenario}: {variant}\n");
+        }
         let _ = writeln!(out, "| | {} | wsgate advantage |", systems.join(" | "));
         let _ = writeln!(out, "|---|{}---|", "---|".repeat(systems.len()));
         let find = |name: &str| runs.iter().find(|r| r["system"] == name).copied();
