@@ -129,8 +129,9 @@ for line in open(sys.argv[1]):
     if r["scenario"] == "idle-hold" and not r.get("rss_per_connection_kib"):
         bad.append(f"{name}: no RSS measured")
 runs = sum(1 for _ in open(sys.argv[1]))
-print(f"loadtest smoke: {runs} runs checked, {len(bad)} problems")
+failed_runs = len({b.split(":")[0] for b in bad})
 for b in bad: print("  " + b)
+print(f"smoke: {runs - failed_runs} passed, {failed_runs} failed")
 sys.exit(1 if bad else 0)
 PY
 fi
