@@ -60,6 +60,7 @@ async fn main() -> std::io::Result<()> {
             ..TransportConfig::default()
         },
         hooks: Arc::new(Echo),
+        revalidate_interval: None,
     };
     let http = HttpOptions {
         path: "/socket.io/".into(),

@@ -28,6 +28,8 @@ else
 fi
 SECRET=loadtest-secret
 
+# The revision the binaries are built from (recorded now: the tree may change during the run).
+REVISION=$(git describe --always --dirty 2>/dev/null || echo unknown)
 if [[ $PROFILE == release ]]; then
   cargo build --release --locked -p wsgate -p wsgate-loadtest
 else
@@ -98,7 +100,7 @@ fi
   echo "machine, in the same run, under the same load, one after the other, with fresh server processes per scenario."
   echo
   echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr); load generator, Redis and servers share the cores"
-  echo "- wsgate $(git describe --always --dirty 2>/dev/null || echo unknown) ($PROFILE build), $(rustc --version)"
+  echo "- wsgate $REVISION ($PROFILE build), $(rustc --version)"
   echo "- Node reference: node $(node --version), socket.io 4.8.4, @socket.io/redis-adapter 8.3.0, express-session 1.19.0, connect-redis 9.0.0 (loadtest/node-reference/server.mjs)"
   echo "- $(redis-server --version | cut -d' ' -f1-3)"
   echo "- every socket authenticates with a signed express-session cookie against a connect-redis record, joins namespace /, its user room and its session room"

@@ -176,6 +176,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_SESSION_LOOKUP_TIMEOUT", default_value_t = 2_000)]
     pub session_lookup_timeout: u64,
 
+    /// Milliseconds between checks of every socket's session in Redis: sockets whose session
+    /// was logged out, expired or destroyed in the web app are disconnected. 0 disables.
+    #[arg(long, env = "WSGATE_REVALIDATE_INTERVAL", default_value_t = 30_000)]
+    pub revalidate_interval: u64,
+
     /// Bytes queued for one client before it is disconnected as a slow consumer.
     #[arg(long, env = "WSGATE_MAX_QUEUE_BYTES", default_value_t = 1 << 20)]
     pub max_queue_bytes: usize,
@@ -326,6 +331,8 @@ impl ServeArgs {
             },
             transport: self.transport(),
             hooks: Arc::new(NoHooks),
+            revalidate_interval: (self.revalidate_interval > 0)
+                .then(|| Duration::from_millis(self.revalidate_interval)),
         };
         let http = HttpOptions {
             path: self.path.clone(),

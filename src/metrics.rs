@@ -50,6 +50,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "wsgate_redis_pubsub_total",
         "Cluster adapter pub/sub connection events (lost, recovered)",
     ),
+    (
+        "wsgate_revalidations_total",
+        "Sessions found invalid on revalidation (or skipped), by reason",
+    ),
 ];
 
 impl Metrics {

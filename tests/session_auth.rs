@@ -248,3 +248,39 @@ async fn custom_cookie_name_prefix_user_path_and_room_templates() {
     expected.sort();
     assert_eq!(rooms, expected, "an empty session-room template joins no session room");
 }
+
+/// Logout (key deleted), a session emptied by passport ≤ 0.5 logout, or a different user in the
+/// session disconnect the sockets at the next revalidation; others stay; a Redis outage kicks
+/// nobody.
+#[tokio::test]
+async fn revalidation_disconnects_sockets_of_ended_sessions_only() {
+    let redis = Redis::start().await;
+    let server = gateway(&redis.url(), &["--revalidate-interval", "300"]).await;
+    let addr = server.local_addr();
+    for (sid, user) in [("out", "1"), ("stays", "2"), ("changes", "3"), ("emptied", "4")] {
+        redis.login(sid, user).await;
+    }
+    let (mut out, _) = Client::connect_as(addr, &cookie_for("out", SECRET)).await;
+    let (mut stays, _) = Client::connect_as(addr, &cookie_for("stays", SECRET)).await;
+    let (mut changes, _) = Client::connect_as(addr, &cookie_for("changes", SECRET)).await;
+    let (mut emptied, _) = Client::connect_as(addr, &cookie_for("emptied", SECRET)).await;
+
+    let _: () = redis.cmd(&["DEL", "sess:out"]).await;
+    redis.login("changes", "99").await;
+    redis
+        .put_session("emptied", r#"{"cookie":{"path":"/"},"passport":{}}"#)
+        .await;
+    for client in [&mut out, &mut changes, &mut emptied] {
+        assert_eq!(client.text().await, "41");
+        client.closed().await;
+    }
+    stays.idle(Duration::from_millis(800)).await;
+    let metrics = &server.gateway().metrics;
+    assert_eq!(metrics.get("wsgate_revalidations_total", "session_gone"), 1);
+    assert_eq!(metrics.get("wsgate_revalidations_total", "user_changed"), 1);
+    assert_eq!(metrics.get("wsgate_revalidations_total", "no_user"), 1);
+
+    drop(redis);
+    stays.idle(Duration::from_millis(1500)).await;
+    assert!(metrics.get("wsgate_revalidations_total", "store_unavailable") >= 1);
+}

@@ -59,6 +59,39 @@ impl SessionStore {
     }
 }
 
+impl SessionStore {
+    /// The users of many sessions at once (one `MGET`), for revalidation. `Err` only when the
+    /// store itself is unavailable.
+    pub async fn users(&self, sids: &[impl AsRef<str>]) -> Result<Vec<Result<Value, LookupError>>, LookupError> {
+        if sids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for sid in sids {
+            cmd.arg(format!("{}{}", self.prefix, sid.as_ref()));
+        }
+        let mut redis = self.redis.clone();
+        let records =
+            match tokio::time::timeout(self.timeout * 2, cmd.query_async::<Vec<Option<Vec<u8>>>>(&mut redis)).await {
+                Err(_) => {
+                    return Err(LookupError::Unavailable(format!(
+                        "no answer within {:?}",
+                        self.timeout * 2
+                    )))
+                }
+                Ok(Err(err)) => return Err(LookupError::Unavailable(err.to_string())),
+                Ok(Ok(records)) => records,
+            };
+        Ok(records
+            .into_iter()
+            .map(|record| match record {
+                None => Err(LookupError::NoSession),
+                Some(record) => user_of(&record, &self.user_pointer),
+            })
+            .collect())
+    }
+}
+
 /// The user at `pointer` in a session record, as passport decides: present and not `null`,
 /// `false` or `""` (so `0`, `{}` and `[]` are users).
 pub fn user_of(record: &[u8], pointer: &str) -> Result<Value, LookupError> {

@@ -79,6 +79,8 @@ pub struct GatewayConfig {
     pub rooms: RoomTemplates,
     pub transport: TransportConfig,
     pub hooks: Arc<dyn SocketHooks>,
+    /// How often [`Gateway::revalidate_sessions`] runs (`None`: never).
+    pub revalidate_interval: Option<std::time::Duration>,
 }
 
 /// The outcome of authenticating a handshake (`None` when auth is off).
@@ -105,7 +107,7 @@ impl Gateway {
         namespaces
             .entry("/".into())
             .or_insert_with(|| Arc::new(Namespace::new("/")));
-        Arc::new(Gateway {
+        let gateway = Arc::new(Gateway {
             namespaces,
             auth: config.auth,
             rooms: config.rooms,
@@ -113,7 +115,22 @@ impl Gateway {
             hooks: config.hooks,
             connections: DashMap::new(),
             metrics: Arc::default(),
-        })
+        });
+        if let (Some(every), Some(_)) = (config.revalidate_interval, &gateway.auth) {
+            // Holds only a weak reference: the task ends with the gateway.
+            let weak = Arc::downgrade(&gateway);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(gateway) = weak.upgrade() else { return };
+                    gateway.revalidate_sessions().await;
+                }
+            });
+        }
+        gateway
     }
 
     pub fn auth(&self) -> Option<&SessionAuth> {
@@ -147,6 +164,51 @@ impl Gateway {
         }
         if close_connection {
             socket.outbox().close(CloseReason::ServerDisconnect);
+        }
+    }
+
+    /// Checks every authenticated socket's session against the store, as Express would on its
+    /// next request: sockets whose session is gone (logout, expiry, destroy), has no user any
+    /// more, or has another user are disconnected. One `MGET` per 1000 sessions. When the store
+    /// is unavailable nobody is disconnected (the next round tries again).
+    pub async fn revalidate_sessions(&self) {
+        let Some(auth) = &self.auth else { return };
+        let mut by_session: HashMap<Arc<str>, Vec<Arc<Socket>>> = HashMap::new();
+        for nsp in self.namespaces.values() {
+            for socket in nsp.select(&[] as &[&str], &[] as &[&str]) {
+                if let Some(session) = &socket.session {
+                    by_session.entry(session.clone()).or_default().push(socket);
+                }
+            }
+        }
+        let sessions: Vec<Arc<str>> = by_session.keys().cloned().collect();
+        for chunk in sessions.chunks(1000) {
+            let users = match auth.store.users(chunk).await {
+                Ok(users) => users,
+                Err(err) => {
+                    self.metrics.inc("wsgate_revalidations_total", "store_unavailable");
+                    tracing::warn!(error = %err, "session revalidation skipped: store unavailable; nobody is disconnected");
+                    return;
+                }
+            };
+            for (session, user) in chunk.iter().zip(users) {
+                let sockets = &by_session[session];
+                let reason = match &user {
+                    Err(crate::auth::LookupError::NoSession) => "session_gone",
+                    Err(_) => "no_user",
+                    Ok(user) if sockets.iter().any(|s| s.data.get("user") != Some(user)) => "user_changed",
+                    Ok(_) => continue,
+                };
+                self.metrics.inc("wsgate_revalidations_total", reason);
+                tracing::debug!(
+                    reason,
+                    sockets = sockets.len(),
+                    "session no longer valid; disconnecting its sockets"
+                );
+                for socket in sockets {
+                    self.disconnect(socket, true);
+                }
+            }
         }
     }
 
@@ -331,6 +393,10 @@ impl Session<'_> {
             gateway.metrics.inc("wsgate_auth_total", "ok");
         }
         let auth = packet.data.unwrap_or_else(|| json!({}));
+        let session = match &self.identity {
+            Some(Ok(identity)) => Some(identity.session_id.as_str().into()),
+            _ => None,
+        };
         let socket = Socket::new(
             nsp.name.clone(),
             new_id().into(),
@@ -338,6 +404,7 @@ impl Session<'_> {
             data,
             self.handshake.clone(),
             auth,
+            session,
         );
         nsp.add(&socket, rooms);
         conn.namespace_connected();

@@ -88,6 +88,8 @@ pub struct Socket {
     pub handshake: Arc<Handshake>,
     /// The CONNECT payload (`auth`).
     pub auth: Value,
+    /// The express-session id the socket was authenticated with (`None` without auth).
+    pub session: Option<Arc<str>>,
     outbox: Arc<Outbox>,
     /// Rooms this socket is in; `None` once the socket is gone.
     rooms: Mutex<Option<Vec<Room>>>,
@@ -103,6 +105,7 @@ impl Socket {
         data: Value,
         handshake: Arc<Handshake>,
         auth: Value,
+        session: Option<Arc<str>>,
     ) -> Arc<Self> {
         Arc::new(Socket {
             id,
@@ -110,6 +113,7 @@ impl Socket {
             data,
             handshake,
             auth,
+            session,
             outbox,
             rooms: Mutex::new(Some(Vec::new())),
             acks: Mutex::new(Vec::new()),
@@ -365,6 +369,7 @@ mod tests {
             json!({}),
             Arc::default(),
             json!({}),
+            None,
         );
         nsp.add(&s, ["all".into()]);
         s

@@ -10,6 +10,7 @@ import {
   login,
   connectClient,
   connected,
+  nextEvent,
   freePort,
 } from "./helpers.mjs";
 
@@ -114,4 +115,18 @@ test("a page on another origin is refused before the upgrade", async (t) => {
   const good = connectClient(gw.url, { cookie, extraHeaders: { origin: "https://app.example" } });
   t.after(() => good.disconnect());
   await connected(good);
+});
+
+test("logging out in the Express app disconnects the sockets opened with that session", async (t) => {
+  const { app, gw } = await setup(t, ["--revalidate-interval", "500"]);
+  const cookie = await login(app.url);
+  const other = await login(app.url, "bob");
+  const socket = await connected(connectClient(gw.url, { cookie }));
+  const bystander = await connected(connectClient(gw.url, { cookie: other }));
+  t.after(() => [socket, bystander].forEach((s) => s.disconnect()));
+  const reason = nextEvent(socket, "disconnect", 5000);
+  const res = await fetch(`${app.url}/logout`, { method: "POST", headers: { cookie } });
+  assert.equal(res.status, 200);
+  assert.equal((await reason)[0], "io server disconnect", "the client does not reconnect by itself");
+  assert.equal(bystander.connected, true, "other sessions stay connected");
 });
