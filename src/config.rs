@@ -45,10 +45,11 @@ impl Command {
     }
 }
 
-/// Where to publish.
+/// The Redis shared by the sessions and the cluster, for serving and publishing alike.
 #[derive(Debug, Clone, Args)]
-pub struct PublishArgs {
-    /// Redis shared by the cluster.
+pub struct RedisArgs {
+    /// Redis holding the Express sessions (connect-redis) and carrying the cluster adapter's
+    /// channels, e.g. redis://:password@host:6379/0.
     #[arg(
         long,
         env = "WSGATE_REDIS_URL",
@@ -56,9 +57,16 @@ pub struct PublishArgs {
         hide_env_values = true
     )]
     pub redis_url: String,
-    /// Key prefix of the adapter channels (the Node adapter's `key`).
+    /// Key prefix of the cluster adapter's Redis channels (the Node adapter's and emitter's `key`).
     #[arg(long, env = "WSGATE_ADAPTER_KEY", default_value = "socket.io")]
     pub adapter_key: String,
+}
+
+/// Where to publish.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Namespace to publish into.
     #[arg(long, default_value = "/")]
     pub namespace: String,
@@ -108,14 +116,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_PATH", default_value = "/socket.io/")]
     pub path: String,
 
-    /// Redis holding the Express sessions (connect-redis), e.g. redis://:password@host:6379/0.
-    #[arg(
-        long,
-        env = "WSGATE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
 
     /// express-session secret; repeat for rotation (every one verifies, in order). The env
     /// variable holds one secret; use --session-secret-file for several.
@@ -189,10 +191,6 @@ pub struct ServeArgs {
     /// browsers then retry forever and cannot tell why).
     #[arg(long, env = "WSGATE_REJECT_AT_UPGRADE")]
     pub reject_at_upgrade: bool,
-
-    /// Key prefix of the cluster adapter's Redis channels (the Node adapter's `key`).
-    #[arg(long, env = "WSGATE_ADAPTER_KEY", default_value = "socket.io")]
-    pub adapter_key: String,
 
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -286,7 +284,7 @@ impl ServeArgs {
     }
 
     fn redis_client(&self) -> Result<redis::Client, ConfigError> {
-        redis::Client::open(self.redis_url.as_str()).map_err(|e| ConfigError::BadRedisUrl(e.to_string()))
+        redis::Client::open(self.redis.redis_url.as_str()).map_err(|e| ConfigError::BadRedisUrl(e.to_string()))
     }
 
     /// A Redis connection that connects on first use and reconnects by itself.
@@ -310,7 +308,7 @@ impl ServeArgs {
         let cluster = crate::ClusterOptions {
             redis: self.redis_client()?,
             publisher: redis.clone(),
-            prefix: self.adapter_key.clone(),
+            prefix: self.redis.adapter_key.clone(),
         };
         let store = SessionStore::new(
             redis,

@@ -37,7 +37,7 @@ async fn serve(args: wsgate::config::ServeArgs) -> ExitCode {
         secrets,
         namespaces = ?args.namespaces,
         allowed_origins = ?args.allowed_origins,
-        adapter_key = %args.adapter_key,
+        adapter_key = %args.redis.adapter_key,
         "wsgate listening"
     );
     shutdown_signal().await;
@@ -102,12 +102,12 @@ async fn publish(command: Command) -> ExitCode {
 }
 
 async fn connect(target: &PublishArgs) -> Result<Emitter, String> {
-    let client = redis::Client::open(target.redis_url.as_str()).map_err(|e| e.to_string())?;
+    let client = redis::Client::open(target.redis.redis_url.as_str()).map_err(|e| e.to_string())?;
     let manager = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
         .await
         .map_err(|_| "no answer within 5 s".to_string())?
         .map_err(|e| e.to_string())?;
-    Ok(Emitter::new(manager, &target.adapter_key))
+    Ok(Emitter::new(manager, &target.redis.adapter_key))
 }
 
 async fn shutdown_signal() {
