@@ -66,6 +66,7 @@ async fn main() -> std::io::Result<()> {
         path: "/socket.io/".into(),
         origins: Default::default(),
         reject_at_upgrade: false,
+        max_connections: None,
     };
     let server = wsgate::Server::start(args.listen, config, http, None).await?;
     println!("echo listening on {}", server.local_addr());

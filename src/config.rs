@@ -183,6 +183,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_REVALIDATE_INTERVAL", default_value_t = 30_000)]
     pub revalidate_interval: u64,
 
+    /// Open connections beyond which new handshakes get HTTP 503 (clients retry with backoff).
+    /// Keep it under the process's open-file limit. 0: no limit.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
     /// Bytes queued for one client before it is disconnected as a slow consumer.
     #[arg(long, env = "WSGATE_MAX_QUEUE_BYTES", default_value_t = 1 << 20)]
     pub max_queue_bytes: usize,
@@ -336,6 +341,7 @@ impl ServeArgs {
             path: self.path.clone(),
             origins: OriginPolicy::new(self.allowed_origins.clone()),
             reject_at_upgrade: self.reject_at_upgrade,
+            max_connections: (self.max_connections > 0).then_some(self.max_connections),
         };
         Ok((gateway, http, cluster))
     }

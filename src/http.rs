@@ -24,6 +24,8 @@ pub struct HttpOptions {
     pub origins: OriginPolicy,
     /// Refuse anonymous handshakes with HTTP 401 instead of a CONNECT_ERROR after the upgrade.
     pub reject_at_upgrade: bool,
+    /// Open connections beyond which handshakes get HTTP 503 (`None`: no limit).
+    pub max_connections: Option<usize>,
 }
 
 struct AppState {
@@ -88,6 +90,20 @@ async fn socket_endpoint(
     let Ok(upgrade) = upgrade else {
         return handshake_error(HandshakeError::BadRequest);
     };
+
+    if state
+        .options
+        .max_connections
+        .is_some_and(|max| gateway.connection_count() >= max)
+    {
+        gateway.metrics.inc("wsgate_handshakes_total", "over_capacity");
+        tracing::warn!(peer = %peer, "handshake refused: --max-connections reached");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            HandshakeError::Forbidden.code(),
+            "Server at capacity",
+        );
+    }
 
     let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let origin = header(header::ORIGIN);

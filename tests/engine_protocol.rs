@@ -360,3 +360,25 @@ fn deploy_env_example_only_uses_real_flags() {
         assert!(help.contains(var), "{var} is not a wsgate flag");
     }
 }
+
+#[tokio::test]
+async fn max_connections_refuses_handshakes_with_503() {
+    let (_redis, server, cookie) = setup(&["--max-connections", "2"]).await;
+    let addr = server.local_addr();
+    let (_a, _) = Client::connect_as(addr, &cookie).await;
+    let (mut b, _) = Client::connect_as(addr, &cookie).await;
+    let (status, body) = Client::open(addr, &[("cookie", &cookie)]).await.err().expect("refused");
+    assert_eq!(
+        (status, body.as_str()),
+        (503, r#"{"code":4,"message":"Server at capacity"}"#)
+    );
+    // A slot frees when a client leaves.
+    b.send("1").await;
+    b.closed().await;
+    eventually("one connection left", || server.gateway().connection_count() == 1).await;
+    let (_c, _) = Client::connect_as(addr, &cookie).await;
+    assert_eq!(
+        server.gateway().metrics.get("wsgate_handshakes_total", "over_capacity"),
+        1
+    );
+}
