@@ -14,8 +14,8 @@ pub struct Metrics {
     pub connections: AtomicI64,
     /// Messages received from clients (Engine.IO `message` packets).
     pub messages_in: AtomicU64,
-    /// Packets queued to clients.
-    pub packets_out: AtomicU64,
+    /// Packets queued to local sockets by broadcasts (one add per broadcast, not per socket).
+    pub broadcast_deliveries: AtomicU64,
     /// 1 while the cluster adapter's pub/sub connection is subscribed.
     pub pubsub_up: AtomicI64,
     labelled: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
@@ -88,9 +88,9 @@ impl Metrics {
         );
         counter(
             &mut out,
-            "wsgate_packets_out_total",
-            "Packets queued to clients",
-            self.packets_out.load(Ordering::Relaxed),
+            "wsgate_broadcast_deliveries_total",
+            "Packets queued to local sockets by broadcasts (from any node, emitter or this one)",
+            self.broadcast_deliveries.load(Ordering::Relaxed),
         );
         gauge(
             &mut out,

@@ -175,6 +175,9 @@ async fn join_leave_and_disconnect_apply_on_every_node() {
         .metrics()
         .await
         .contains(r#"wsgate_adapter_messages_total{reason="remote_disconnect"} 1"#));
+    // Node A delivered to a42 (its only socket): vip-only twice and three markers before the kick.
+    let metrics = a.metrics().await;
+    assert!(metrics.contains("wsgate_broadcast_deliveries_total 5"), "{metrics}");
 }
 
 #[tokio::test]

@@ -136,7 +136,7 @@ impl Cluster {
         let adapter = self.adapter(nsp)?;
         let (args, attachments) = adapter::to_client_args(data);
         let packet = Packet::event(nsp, args, attachments);
-        Ok(adapter.nsp.broadcast(&selector.rooms, &selector.except, &packet))
+        Ok(self.delivered(adapter.nsp.broadcast(&selector.rooms, &selector.except, &packet)))
     }
 
     /// Keeps one subscriber connection up for the life of the process.
@@ -239,9 +239,20 @@ impl Cluster {
         self.gateway.metrics.inc("wsgate_adapter_messages_total", "broadcast");
         let (args, attachments) = adapter::to_client_args(&message.data);
         let packet = Packet::event(&adapter.nsp.name, args, attachments);
-        adapter
-            .nsp
-            .broadcast(&message.selector.rooms, &message.selector.except, &packet);
+        self.delivered(
+            adapter
+                .nsp
+                .broadcast(&message.selector.rooms, &message.selector.except, &packet),
+        );
+    }
+
+    /// Counts the `n` packets one broadcast queued; returns `n`.
+    fn delivered(&self, n: usize) -> usize {
+        self.gateway
+            .metrics
+            .broadcast_deliveries
+            .fetch_add(n as u64, Ordering::Relaxed);
+        n
     }
 
     fn respond(&self, channel: &str, bytes: Vec<u8>) {
@@ -373,6 +384,7 @@ impl Cluster {
             timeout,
             make_handler,
         );
+        self.delivered(count);
         self.respond(&adapter.channels.response, encode::client_count(&request_id, count));
     }
 }
