@@ -28,11 +28,11 @@ const FAMILIES: &[(&str, &str)] = &[
     ("wsgate_disconnects_total", "Closed engine connections by reason"),
     (
         "wsgate_malformed_packets_total",
-        "Malformed packets from clients, by kind",
+        "Malformed Socket.IO packets from clients, by kind (socketio, invalid_state, unexpected_ack)",
     ),
     (
         "wsgate_unhandled_events_total",
-        "Client events that nothing handles, by namespace kind",
+        "Client events that nothing handles (dropped; an ack request is answered with an error)",
     ),
     (
         "wsgate_invalid_namespace_total",

@@ -269,10 +269,6 @@ impl Gateway {
                 break reason;
             }
         };
-        if reason == CloseReason::ParseError {
-            self.metrics
-                .inc("wsgate_malformed_packets_total", "engineio_or_socketio");
-        }
         for (_, socket) in session.sockets.drain(..) {
             if let Some(nsp) = self.namespace(&socket.nsp) {
                 nsp.remove(&socket);
