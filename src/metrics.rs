@@ -68,36 +68,35 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        gauge(
-            &mut out,
-            "wsgate_connections",
-            "Open engine connections",
-            self.connections.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "wsgate_messages_in_total",
-            "Messages received from clients",
-            self.messages_in.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "wsgate_broadcast_deliveries_total",
-            "Packets queued to local sockets by broadcasts (from any node, emitter or this one)",
-            self.broadcast_deliveries.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "wsgate_redis_pubsub_up",
-            "1 while the cluster adapter is subscribed",
-            self.pubsub_up.load(Ordering::Relaxed),
-        );
+        let unlabelled: [(&str, &str, &str, i64); 4] = [
+            (
+                "wsgate_connections",
+                "gauge",
+                "Open engine connections",
+                self.connections.load(Ordering::Relaxed),
+            ),
+            (
+                "wsgate_messages_in_total",
+                "counter",
+                "Messages received from clients",
+                self.messages_in.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "wsgate_broadcast_deliveries_total",
+                "counter",
+                "Packets queued to local sockets by broadcasts (from any node, emitter or this one)",
+                self.broadcast_deliveries.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "wsgate_redis_pubsub_up",
+                "gauge",
+                "1 while the cluster adapter is subscribed",
+                self.pubsub_up.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in unlabelled {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
         let labelled = self.labelled.lock();
         for (family, help) in FAMILIES {
             let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");

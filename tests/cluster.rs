@@ -14,6 +14,15 @@ async fn user(redis: &Redis, addr: std::net::SocketAddr, sid: &str, user: &str) 
     Client::connect_as(addr, &cookie_for(sid, SECRET)).await
 }
 
+/// Redis, one subscribed gateway process, and user 42 connected to it.
+async fn one_node_with_user_42() -> (Redis, GatewayProcess, Client) {
+    let redis = Redis::start().await;
+    let node = GatewayProcess::start(&redis.url(), &[]).await;
+    redis.wait_for_servers("/", 1).await;
+    let (client, _) = user(&redis, node.addr, "sa", "42").await;
+    (redis, node, client)
+}
+
 async fn emitter(redis: &Redis) -> Emitter {
     Emitter::new(redis.client().get_connection_manager().await.unwrap(), "socket.io")
 }
@@ -182,10 +191,7 @@ async fn join_leave_and_disconnect_apply_on_every_node() {
 
 #[tokio::test]
 async fn garbage_on_adapter_channels_is_dropped_and_counted() {
-    let redis = Redis::start().await;
-    let a = GatewayProcess::start(&redis.url(), &[]).await;
-    redis.wait_for_servers("/", 1).await;
-    let (mut client, _) = user(&redis, a.addr, "sa", "42").await;
+    let (redis, a, mut client) = one_node_with_user_42().await;
     let garbage: &[(&str, &[u8])] = &[
         ("socket.io#/#", b"not msgpack at all"),
         ("socket.io#/#", &[0x93, 0xa1, 0x61, 0xc0, 0xc0, 0xff]),
@@ -265,10 +271,7 @@ async fn redis_restart_is_survived_and_delivery_resumes() {
 /// mode is answered with an array, which once made every ping look like a failure).
 #[tokio::test]
 async fn subscriber_stays_connected_across_pings() {
-    let redis = Redis::start().await;
-    let a = GatewayProcess::start(&redis.url(), &[]).await;
-    redis.wait_for_servers("/", 1).await;
-    let (mut client, _) = user(&redis, a.addr, "sa", "42").await;
+    let (redis, a, mut client) = one_node_with_user_42().await;
     client.idle(Duration::from_secs(12)).await;
     let metrics = a.metrics().await;
     assert!(
