@@ -62,13 +62,8 @@ async fn main() -> std::io::Result<()> {
         hooks: Arc::new(Echo),
         revalidate_interval: None,
     };
-    let http = HttpOptions {
-        path: "/socket.io/".into(),
-        origins: Default::default(),
-        reject_at_upgrade: false,
-        max_connections: None,
-    };
-    let server = wsgate::Server::start(args.listen, config, http, None).await?;
+    // Both transports, as engine.io serves them by default.
+    let server = wsgate::Server::start(args.listen, config, HttpOptions::default(), None).await?;
     println!("echo listening on {}", server.local_addr());
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;

@@ -3,6 +3,7 @@
 use crate::auth::{OriginPolicy, SessionAuth, SessionSecrets, SessionStore};
 use crate::gateway::{GatewayConfig, NoHooks, RoomTemplates};
 use crate::http::HttpOptions;
+use crate::protocol::engineio::TransportKind;
 use crate::transport::TransportConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -99,6 +100,22 @@ pub struct DisconnectArgs {
     pub keep_connection: bool,
 }
 
+/// A transport of `--transports`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    Polling,
+    Websocket,
+}
+
+impl Transport {
+    fn kind(self) -> TransportKind {
+        match self {
+            Transport::Polling => TransportKind::Polling,
+            Transport::Websocket => TransportKind::WebSocket,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -170,6 +187,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_MAX_PAYLOAD", default_value_t = 1_000_000)]
     pub max_payload: usize,
 
+    /// Milliseconds a polling client has to complete its upgrade to WebSocket once the WebSocket
+    /// is open (engine.io's upgradeTimeout).
+    #[arg(long, env = "WSGATE_UPGRADE_TIMEOUT", default_value_t = 10_000)]
+    pub upgrade_timeout: u64,
+
     /// Milliseconds a connection may stay open without connecting a namespace.
     #[arg(long, env = "WSGATE_CONNECT_TIMEOUT", default_value_t = 45_000)]
     pub connect_timeout: u64,
@@ -191,6 +213,23 @@ pub struct ServeArgs {
     /// Bytes queued for one client before it is disconnected as a slow consumer.
     #[arg(long, env = "WSGATE_MAX_QUEUE_BYTES", default_value_t = 1 << 20)]
     pub max_queue_bytes: usize,
+
+    /// Transports served, comma-separated. The official client starts with polling and upgrades
+    /// to WebSocket; polling needs a sticky load balancer (nginx ip_hash, or --sticky-cookie).
+    /// `websocket` alone needs no stickiness, but then clients must use transports:["websocket"].
+    #[arg(
+        long,
+        env = "WSGATE_TRANSPORTS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "polling,websocket"
+    )]
+    pub transports: Vec<Transport>,
+
+    /// Set a cookie of this name to the Engine.IO session id on every handshake (engine.io's
+    /// `cookie` option, e.g. `io`), for load balancers that pin a session to a node by cookie.
+    #[arg(long, env = "WSGATE_STICKY_COOKIE")]
+    pub sticky_cookie: Option<String>,
 
     /// Refuse anonymous handshakes with HTTP 401 before upgrading (cheaper under attack; but
     /// browsers then retry forever and cannot tell why).
@@ -232,6 +271,10 @@ pub enum ConfigError {
     BadUserPath(String),
     #[error("--ping-interval, --ping-timeout, --connect-timeout and --max-payload must be positive")]
     ZeroLimit,
+    #[error("--transports must name at least one of polling, websocket")]
+    NoTransport,
+    #[error("--sticky-cookie {0:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~ only)")]
+    BadCookieName(String),
     #[error("--redis-url is not a valid Redis URL: {0}")]
     BadRedisUrl(String),
 }
@@ -262,6 +305,7 @@ impl ServeArgs {
             max_payload: self.max_payload,
             max_queue_bytes: self.max_queue_bytes,
             connect_timeout: Duration::from_millis(self.connect_timeout),
+            upgrade_timeout: Duration::from_millis(self.upgrade_timeout),
         }
     }
 
@@ -284,6 +328,12 @@ impl ServeArgs {
         .contains(&0)
         {
             return Err(ConfigError::ZeroLimit);
+        }
+        if self.transports.is_empty() {
+            return Err(ConfigError::NoTransport);
+        }
+        if let Some(name) = self.sticky_cookie.as_ref().filter(|n| !is_cookie_name(n)) {
+            return Err(ConfigError::BadCookieName(name.clone()));
         }
         Ok(())
     }
@@ -342,9 +392,19 @@ impl ServeArgs {
             origins: OriginPolicy::new(self.allowed_origins.clone()),
             reject_at_upgrade: self.reject_at_upgrade,
             max_connections: (self.max_connections > 0).then_some(self.max_connections),
+            transports: self.transports.iter().map(|t| t.kind()).collect(),
+            sticky_cookie: self.sticky_cookie.clone(),
         };
         Ok((gateway, http, cluster))
     }
+}
+
+/// An RFC 6265 cookie name: a non-empty token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Sets up logging to stderr in the chosen format; the level comes from `RUST_LOG`.

@@ -1,19 +1,25 @@
-//! HTTP routes: the Socket.IO endpoint, `/healthz` and `/metrics`.
+//! HTTP routes: the Socket.IO endpoint (both transports), `/healthz` and `/metrics`.
 //!
-//! The endpoint only checks and hands off: handshake query (in engine.io's order), Origin,
-//! optionally the session, then the upgrade. Everything after the upgrade is the gateway's.
+//! The endpoint only checks and hands off, in engine.io's order: transport, session id, then for
+//! a new session the method, the upgrade and the protocol version; Origin on every request;
+//! optionally the session cookie; then the WebSocket upgrade, or the polling request handed to
+//! its session. Everything after that is the transport's and the gateway's.
 
 use crate::auth::OriginPolicy;
 use crate::gateway::{parse_query, Gateway, Handshake, PendingAuth};
-use crate::protocol::engineio::{check_handshake, HandshakeError};
+use crate::protocol::engineio::{check_handshake, HandshakeError, TransportKind};
+use crate::protocol::new_id;
+use crate::transport::{CloseReason, PollError, SessionHandle, TransportConfig};
+use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,18 +30,42 @@ pub struct HttpOptions {
     pub origins: OriginPolicy,
     /// Refuse anonymous handshakes with HTTP 401 instead of a CONNECT_ERROR after the upgrade.
     pub reject_at_upgrade: bool,
-    /// Open connections beyond which handshakes get HTTP 503 (`None`: no limit).
+    /// Open sessions beyond which handshakes get HTTP 503 (`None`: no limit).
     pub max_connections: Option<usize>,
+    /// The transports served. Sessions opened over polling may upgrade when WebSocket is served.
+    pub transports: Vec<TransportKind>,
+    /// engine.io's `cookie` option: a cookie of this name is set to the session id on every
+    /// handshake, for load balancers that keep a session on one node by cookie.
+    pub sticky_cookie: Option<String>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            path: "/socket.io/".into(),
+            origins: OriginPolicy::default(),
+            reject_at_upgrade: false,
+            max_connections: None,
+            transports: vec![TransportKind::Polling, TransportKind::WebSocket],
+            sticky_cookie: None,
+        }
+    }
 }
 
 struct AppState {
     gateway: Arc<Gateway>,
     options: HttpOptions,
+    /// The minute (since the epoch) of the last refusal logged at info.
+    refusal_logged: AtomicU64,
 }
 
 pub fn router(gateway: Arc<Gateway>, options: HttpOptions) -> Router {
     let path = options.path.clone();
-    let state = Arc::new(AppState { gateway, options });
+    let state = Arc::new(AppState {
+        gateway,
+        options,
+        refusal_logged: AtomicU64::new(0),
+    });
     let mut router = Router::new()
         .route(&path, any(socket_endpoint))
         .route("/healthz", get(|| async { "ok" }))
@@ -65,6 +95,63 @@ fn handshake_error(err: HandshakeError) -> Response {
     json_error(status, err.code(), err.message())
 }
 
+/// A polling response: engine.io's content types, never cached.
+fn polling_response(content_type: &'static str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// What the endpoint reads from every request.
+struct Request {
+    method: Method,
+    peer: SocketAddr,
+    uri: Uri,
+    headers: HeaderMap,
+    /// `None`: no Origin header.
+    origin: Option<String>,
+}
+
+impl Request {
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn origin_allowed(&self, policy: &OriginPolicy) -> bool {
+        policy.allows(self.origin.as_deref(), self.header(header::HOST))
+    }
+}
+
+impl AppState {
+    /// Counts a refused request on an existing session and logs why: the first of each minute
+    /// at info (so a misconfigured balancer shows up), the rest at debug.
+    fn refuse(&self, reason: &'static str, req: &Request, detail: &str) {
+        self.gateway.metrics.inc("wsgate_polling_refused_total", reason);
+        let minute = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() / 60)
+            .unwrap_or(0);
+        if self.refusal_logged.swap(minute, Ordering::Relaxed) != minute {
+            tracing::info!(reason, peer = %req.peer, method = %req.method, "request refused: {detail} (more refusals this minute are logged at debug)");
+        } else {
+            tracing::debug!(reason, peer = %req.peer, method = %req.method, "request refused: {detail}");
+        }
+    }
+
+    fn poll_error(&self, err: PollError, req: &Request) -> Response {
+        self.refuse(err.reason(), req, &err.to_string());
+        handshake_error(match err {
+            PollError::Closed => HandshakeError::SessionIdUnknown,
+            PollError::Upgraded | PollError::Overlap(_) | PollError::Malformed(_) => HandshakeError::BadRequest,
+        })
+    }
+}
+
 async fn socket_endpoint(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -72,25 +159,109 @@ async fn socket_endpoint(
     uri: Uri,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    body: Body,
+) -> Response {
+    // An Origin that cannot be read is refused: treating it as absent would let it pass.
+    let origin = match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(origin)) => Some(origin.to_owned()),
+        Some(Err(_)) => {
+            state.gateway.metrics.inc("wsgate_handshakes_total", "origin_rejected");
+            tracing::info!(peer = %peer, "request refused: unreadable Origin header");
+            return handshake_error(HandshakeError::Forbidden);
+        }
+    };
+    let req = Request {
+        method,
+        peer,
+        uri,
+        headers,
+        origin,
+    };
+    let mut response = if req.method == Method::OPTIONS {
+        preflight(&state, &req)
+    } else {
+        route(&state, &req, upgrade, body).await
+    };
+    // CORS for pages on an allowed origin, on every answer but the upgrade (engine.io's `cors`).
+    if let Some(origin) = &req.origin {
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS && req.origin_allowed(&state.options.origins) {
+            if let Ok(value) = HeaderValue::from_str(origin) {
+                let headers = response.headers_mut();
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+                headers.append(header::VARY, HeaderValue::from_static("Origin"));
+            }
+        }
+    }
+    response
+}
+
+/// A CORS preflight: allowed origins may `GET` and `POST` with the headers they ask for.
+fn preflight(state: &AppState, req: &Request) -> Response {
+    if req.origin.is_none() || !req.origin_allowed(&state.options.origins) {
+        state.refuse(
+            "origin_rejected",
+            req,
+            "CORS preflight from an origin that is not allowed",
+        );
+        return handshake_error(HandshakeError::Forbidden);
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST"),
+    );
+    if let Some(asked) = req.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    response
+}
+
+async fn route(
+    state: &Arc<AppState>,
+    req: &Request,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    body: Body,
+) -> Response {
+    let query = parse_query(req.uri.query().unwrap_or(""));
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let transport = match TransportKind::parse(param("transport"), &state.options.transports) {
+        Ok(transport) => transport,
+        Err(err) => {
+            state.gateway.metrics.inc("wsgate_handshakes_total", "bad_request");
+            return handshake_error(err);
+        }
+    };
+    match param("sid") {
+        Some(sid) => existing_session(state, req, transport, sid, upgrade, body).await,
+        None => {
+            let checked = check_handshake(transport, param("EIO"), req.method == Method::GET, upgrade.is_ok());
+            match checked {
+                Ok(()) => new_session(state, req, transport, upgrade).await,
+                Err(err) => {
+                    state.gateway.metrics.inc("wsgate_handshakes_total", "bad_request");
+                    handshake_error(err)
+                }
+            }
+        }
+    }
+}
+
+/// A request that opens a session: capacity, Origin, optionally the session, then the session.
+async fn new_session(
+    state: &Arc<AppState>,
+    req: &Request,
+    transport: TransportKind,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let gateway = &state.gateway;
-    let query = parse_query(uri.query().unwrap_or(""));
-    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let checked = check_handshake(
-        param("transport"),
-        param("sid"),
-        param("EIO"),
-        method == Method::GET,
-        upgrade.is_ok(),
-    );
-    if let Err(err) = checked {
-        gateway.metrics.inc("wsgate_handshakes_total", "bad_request");
-        return handshake_error(err);
-    }
-    let Ok(upgrade) = upgrade else {
-        return handshake_error(HandshakeError::BadRequest);
-    };
-
+    let peer = req.peer;
     if state
         .options
         .max_connections
@@ -105,15 +276,14 @@ async fn socket_endpoint(
         );
     }
 
-    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let origin = header(header::ORIGIN);
-    if !state.options.origins.allows(origin, header(header::HOST)) {
+    if !req.origin_allowed(&state.options.origins) {
         gateway.metrics.inc("wsgate_handshakes_total", "origin_rejected");
-        tracing::info!(origin = origin.unwrap_or(""), peer = %peer, "handshake refused: Origin not allowed (add it with --allowed-origin)");
+        tracing::info!(origin = req.origin.as_deref().unwrap_or(""), peer = %peer, "handshake refused: Origin not allowed (add it with --allowed-origin)");
         return handshake_error(HandshakeError::Forbidden);
     }
 
-    let cookies: Vec<String> = headers
+    let cookies: Vec<String> = req
+        .headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
@@ -133,19 +303,147 @@ async fn socket_endpoint(
         },
         _ => PendingAuth::Cookies(cookies),
     };
-    gateway.metrics.inc("wsgate_handshakes_total", "upgraded");
 
-    let handshake = handshake_info(&headers, peer, &uri);
-    let transport = gateway.transport();
+    let handshake = handshake_info(&req.headers, peer, &req.uri);
+    let sid: Arc<str> = new_id().into();
+    let sticky = state
+        .options
+        .sticky_cookie
+        .as_ref()
+        .and_then(|name| HeaderValue::from_str(&format!("{name}={sid}; Path=/; HttpOnly; SameSite=Lax")).ok());
+    let engine = gateway.engine().clone();
     let gateway = gateway.clone();
+    let mut response = match (transport, upgrade) {
+        (TransportKind::WebSocket, Ok(upgrade)) => {
+            gateway.metrics.inc("wsgate_handshakes_total", "upgraded");
+            configure(upgrade, gateway.transport()).on_upgrade(move |ws| async move {
+                match engine.open_websocket(ws, sid).await {
+                    Ok(session) => gateway.serve(session, handshake, pending).await,
+                    Err(reason) => gateway.metrics.inc("wsgate_disconnects_total", reason.as_str()),
+                }
+            })
+        }
+        (TransportKind::WebSocket, Err(_)) => handshake_error(HandshakeError::BadRequest),
+        (TransportKind::Polling, _) => {
+            gateway.metrics.inc("wsgate_handshakes_total", "polling");
+            let upgrades = state.options.transports.contains(&TransportKind::WebSocket);
+            let (session, open) = engine.open_polling(sid, upgrades);
+            tokio::spawn(gateway.serve(session, handshake, pending));
+            polling_response("text/plain; charset=UTF-8", open)
+        }
+    };
+    if let Some(cookie) = sticky {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// A request with a session id: a polling `GET` or `POST`, or the WebSocket of an upgrade.
+async fn existing_session(
+    state: &Arc<AppState>,
+    req: &Request,
+    transport: TransportKind,
+    sid: &str,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    body: Body,
+) -> Response {
+    let Some(session) = state.gateway.engine().lookup(sid) else {
+        state.refuse(
+            "unknown_sid",
+            req,
+            "unknown session id: the session ended, or the load balancer sent the request to a node that does not hold it (make it sticky: nginx ip_hash, or --sticky-cookie)",
+        );
+        return handshake_error(HandshakeError::SessionIdUnknown);
+    };
+    let upgrading = transport == TransportKind::WebSocket && upgrade.is_ok();
+    if !upgrading && transport != session.transport() {
+        state.refuse("transport_mismatch", req, "the session is on the other transport");
+        return handshake_error(HandshakeError::BadRequest);
+    }
+    // A cross-site page must not be able to read or inject packets of someone's session.
+    if !req.origin_allowed(&state.options.origins) {
+        state.refuse(
+            "origin_rejected",
+            req,
+            "Origin not allowed (add it with --allowed-origin)",
+        );
+        return handshake_error(HandshakeError::Forbidden);
+    }
+    match (transport, upgrade) {
+        (TransportKind::WebSocket, Ok(upgrade)) => upgrade_session(state, session, upgrade),
+        (TransportKind::WebSocket, Err(_)) => handshake_error(HandshakeError::BadRequest),
+        (TransportKind::Polling, _) => poll(state, req, session, body).await,
+    }
+}
+
+/// The WebSocket of a polling session's upgrade (or a second one, which is closed at once).
+fn upgrade_session(state: &Arc<AppState>, session: SessionHandle, upgrade: WebSocketUpgrade) -> Response {
+    let metrics = state.gateway.metrics.clone();
+    let timeout = state.gateway.transport().upgrade_timeout;
+    configure(upgrade, state.gateway.transport()).on_upgrade(move |ws| async move {
+        let outcome = match session.polling {
+            Some(polling) => polling.upgrade(ws, timeout).await,
+            None => {
+                drop(ws);
+                Err("not_polling")
+            }
+        };
+        metrics.inc("wsgate_upgrades_total", outcome.err().unwrap_or("upgraded"));
+    })
+}
+
+async fn poll(state: &Arc<AppState>, req: &Request, session: SessionHandle, body: Body) -> Response {
+    let Some(polling) = session.polling else {
+        return handshake_error(HandshakeError::BadRequest);
+    };
+    match req.method {
+        Method::GET => match polling.get().await {
+            Ok(payload) => polling_response("text/plain; charset=UTF-8", payload),
+            Err(err) => state.poll_error(err, req),
+        },
+        Method::POST => {
+            // engine.io 6 takes binary only as base64 text in a v4 payload.
+            if req.header(header::CONTENT_TYPE) == Some("application/octet-stream") {
+                polling.fail(CloseReason::ParseError);
+                state.refuse("binary_body", req, "binary POST body (EIO=4 payloads are text)");
+                return handshake_error(HandshakeError::BadRequest);
+            }
+            let max = state.gateway.transport().max_payload;
+            let declared = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+            let body = match declared {
+                Some(len) if len > max as u64 => None,
+                _ => axum::body::to_bytes(body, max).await.ok(),
+            };
+            let Some(body) = body else {
+                polling.fail(CloseReason::PayloadTooLarge);
+                state.refuse(
+                    "payload_too_large",
+                    req,
+                    "POST body larger than --max-payload, or cut short; the session is closed",
+                );
+                return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            };
+            match polling.post(body).await {
+                // text/html, not text/plain: some user agents offer to download text/plain.
+                Ok(()) => polling_response("text/html", "ok".into()),
+                Err(err) => state.poll_error(err, req),
+            }
+        }
+        _ => {
+            state.refuse("bad_method", req, "a polling request must be GET or POST");
+            handshake_error(HandshakeError::BadRequest)
+        }
+    }
+}
+
+/// tungstenite's defaults keep 128 KiB per connection; Socket.IO frames are small.
+fn configure(upgrade: WebSocketUpgrade, transport: &TransportConfig) -> WebSocketUpgrade {
     upgrade
-        // tungstenite's defaults keep 128 KiB per connection; Socket.IO frames are small.
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(transport.max_queue_bytes.max(64 * 1024))
         .max_message_size(transport.max_payload)
         .max_frame_size(transport.max_payload)
-        .on_upgrade(move |ws| gateway.serve(ws, handshake, pending))
 }
 
 const KEPT_HEADERS: [&str; 4] = ["host", "origin", "user-agent", "x-forwarded-for"];

@@ -23,7 +23,18 @@ pub struct Metrics {
 
 /// Help text for each counter family, in the order they are rendered.
 const FAMILIES: &[(&str, &str)] = &[
-    ("wsgate_handshakes_total", "WebSocket handshakes by outcome"),
+    (
+        "wsgate_handshakes_total",
+        "Handshakes by outcome (upgraded: a WebSocket session, polling: a polling session)",
+    ),
+    (
+        "wsgate_polling_refused_total",
+        "Requests on an existing session refused, by reason (unknown_sid hints at a balancer that is not sticky)",
+    ),
+    (
+        "wsgate_upgrades_total",
+        "Polling sessions' upgrades to WebSocket, by outcome",
+    ),
     ("wsgate_auth_total", "Namespace connects by authentication outcome"),
     ("wsgate_disconnects_total", "Closed engine connections by reason"),
     (

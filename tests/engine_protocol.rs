@@ -42,11 +42,11 @@ async fn bad_handshakes_get_engine_io_json_errors() {
             r#"{"code":5,"message":"Unsupported protocol version"}"#,
         ),
         (
-            "GET",
+            "POST",
             "/socket.io/?EIO=4&transport=polling",
             &[][..],
             400,
-            r#"{"code":0,"message":"Transport unknown"}"#,
+            r#"{"code":2,"message":"Bad handshake method"}"#,
         ),
         (
             "GET",
@@ -87,7 +87,11 @@ async fn bad_handshakes_get_engine_io_json_errors() {
     assert_eq!(http(addr, "GET", "/healthz", &[]).await, (200, "ok".into()));
     let (_, metrics) = http(addr, "GET", "/metrics", &[]).await;
     assert!(
-        metrics.contains(r#"wsgate_handshakes_total{reason="bad_request"} 7"#),
+        metrics.contains(r#"wsgate_handshakes_total{reason="bad_request"} 6"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"wsgate_polling_refused_total{reason="unknown_sid"} 1"#),
         "{metrics}"
     );
 }

@@ -1,9 +1,11 @@
 //! The Socket.IO server: namespaces, sockets, rooms, and who may connect.
 //!
-//! Owns the per-connection loop (decode a packet, apply it), the CONNECT policy (served
+//! Owns the per-session loop (decode a packet, apply it), the CONNECT policy (served
 //! namespace, authenticated identity, user and session rooms) and what happens to client events
 //! ([`SocketHooks`]). Knows nothing about Redis pub/sub: the cluster layer calls in through
 //! [`Gateway::namespace`] and [`Namespace`] to deliver broadcasts and apply remote requests.
+//! Knows nothing about transports either: it talks to an [`EngineSession`], carried by
+//! WebSocket or HTTP long-polling.
 
 mod namespace;
 
@@ -13,9 +15,7 @@ use crate::auth::{AuthError, Identity, SessionAuth};
 use crate::metrics::Metrics;
 use crate::protocol::new_id;
 use crate::protocol::socketio::{Decoder, Packet, PacketKind};
-use crate::transport::{CloseReason, EngineConnection, Inbound, Outbox, TransportConfig};
-use axum::extract::ws::WebSocket;
-use dashmap::DashMap;
+use crate::transport::{CloseReason, Engine, EngineSession, Inbound, TransportConfig};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -90,10 +90,10 @@ pub struct Gateway {
     namespaces: HashMap<String, Arc<Namespace>>,
     auth: Option<SessionAuth>,
     rooms: RoomTemplates,
-    transport: Arc<TransportConfig>,
+    /// Every open Engine.IO session, so requests can find theirs and shutdown can reach those
+    /// with no namespace yet.
+    engine: Arc<Engine>,
     hooks: Arc<dyn SocketHooks>,
-    /// Every open engine connection, so shutdown can reach those with no namespace yet.
-    connections: DashMap<Arc<str>, Arc<Outbox>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -111,9 +111,8 @@ impl Gateway {
             namespaces,
             auth: config.auth,
             rooms: config.rooms,
-            transport: Arc::new(config.transport),
+            engine: Engine::new(config.transport),
             hooks: config.hooks,
-            connections: DashMap::new(),
             metrics: Arc::default(),
         });
         if let (Some(every), Some(_)) = (config.revalidate_interval, &gateway.auth) {
@@ -138,7 +137,12 @@ impl Gateway {
     }
 
     pub fn transport(&self) -> &TransportConfig {
-        &self.transport
+        self.engine.config()
+    }
+
+    /// The registry of Engine.IO sessions, for the HTTP endpoint.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     pub fn namespace(&self, name: &str) -> Option<&Arc<Namespace>> {
@@ -149,8 +153,9 @@ impl Gateway {
         self.namespaces.values()
     }
 
+    /// Open Engine.IO sessions, on either transport.
     pub fn connection_count(&self) -> usize {
-        self.connections.len()
+        self.engine.len()
     }
 
     /// Disconnects one socket from its namespace: the client gets a DISCONNECT packet, and with
@@ -219,22 +224,12 @@ impl Gateway {
                 self.disconnect(&socket, false);
             }
         }
-        for conn in self.connections.iter() {
-            conn.value().close(CloseReason::ShuttingDown);
-        }
+        self.engine.close_all(CloseReason::ShuttingDown);
     }
 
-    /// Serves one upgraded WebSocket until it closes.
-    pub async fn serve(self: Arc<Self>, ws: WebSocket, handshake: Handshake, auth: PendingAuth) {
-        let sid: Arc<str> = new_id().into();
-        let mut conn = match EngineConnection::open(ws, &sid, self.transport.clone()).await {
-            Ok(conn) => conn,
-            Err(reason) => {
-                self.metrics.inc("wsgate_disconnects_total", reason.as_str());
-                return;
-            }
-        };
-        self.connections.insert(sid.clone(), conn.outbox().clone());
+    /// Serves one Engine.IO session until it closes.
+    pub async fn serve(self: Arc<Self>, mut conn: EngineSession, handshake: Handshake, auth: PendingAuth) {
+        let sid = conn.sid().clone();
         self.metrics.connections.fetch_add(1, Ordering::Relaxed);
 
         // The session lookup runs while the open packet travels to the client.
@@ -274,7 +269,6 @@ impl Gateway {
                 nsp.remove(&socket);
             }
         }
-        self.connections.remove(&sid);
         self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
         self.metrics.inc("wsgate_disconnects_total", reason.as_str());
         tracing::debug!(engine_sid = %sid, reason = reason.as_str(), "connection closed");
@@ -311,7 +305,7 @@ struct Session<'g> {
 }
 
 impl Session<'_> {
-    fn on_packet(&mut self, conn: &mut EngineConnection, packet: Packet) -> Result<(), CloseReason> {
+    fn on_packet(&mut self, conn: &mut EngineSession, packet: Packet) -> Result<(), CloseReason> {
         let joined = self.sockets.iter().position(|(nsp, _)| **nsp == *packet.nsp);
         match (packet.kind, joined) {
             (PacketKind::Connect, None) => self.connect(conn, packet),
@@ -359,7 +353,7 @@ impl Session<'_> {
         }
     }
 
-    fn connect(&mut self, conn: &mut EngineConnection, packet: Packet) -> Result<(), CloseReason> {
+    fn connect(&mut self, conn: &mut EngineSession, packet: Packet) -> Result<(), CloseReason> {
         let gateway = self.gateway;
         let outbox = conn.outbox().clone();
         let Some(nsp) = gateway.namespace(&packet.nsp) else {

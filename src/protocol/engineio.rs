@@ -1,9 +1,13 @@
-//! Engine.IO v4 packets as they travel over a WebSocket: one packet per frame.
+//! Engine.IO v4 packets as they travel over either transport: one packet per WebSocket frame, or
+//! a `\x1e`-separated payload in the body of an HTTP long-polling request.
 //!
-//! Owns the text form of Engine.IO packets (`0` open … `6` noop), the open packet and the JSON
-//! error bodies of rejected handshakes. Knows nothing about Socket.IO packets: a `message`
-//! packet's payload is handed on as an opaque string.
+//! Owns the text form of Engine.IO packets (`0` open … `6` noop), the polling payload format
+//! (binary packets as `b<base64>`), the open packet, the order in which engine.io checks a
+//! request, and the JSON error bodies of refused requests. Knows nothing about Socket.IO packets:
+//! a `message` packet's payload is handed on as opaque text or bytes.
 
+use base64::Engine as _;
+use bytes::Bytes;
 use std::fmt::Write as _;
 
 /// The Engine.IO protocol revision this gateway speaks (`EIO=4`).
@@ -29,6 +33,10 @@ pub enum EngineDecodeError {
     UnknownType(char),
     #[error("base64 (`b…`) packets are not accepted over WebSocket")]
     Base64NotSupported,
+    #[error("a polling payload must be UTF-8 text")]
+    NotUtf8,
+    #[error("invalid base64 in a binary (`b…`) packet")]
+    BadBase64,
 }
 
 /// Splits a text frame into its packet. Binary frames are always `message` packets and need no
@@ -54,25 +62,115 @@ pub fn decode_text(frame: &str) -> Result<EnginePacket<'_>, EngineDecodeError> {
 #[derive(Debug, Clone)]
 pub struct OpenPacket<'a> {
     pub sid: &'a str,
+    /// Whether the client may upgrade to WebSocket (`"upgrades":["websocket"]`): only for a
+    /// session opened over polling on a server that serves WebSocket too.
+    pub upgrade_to_websocket: bool,
     pub ping_interval_ms: u64,
     pub ping_timeout_ms: u64,
     pub max_payload: usize,
 }
 
 impl OpenPacket<'_> {
-    /// `0{"sid":…,"upgrades":[],"pingInterval":…,"pingTimeout":…,"maxPayload":…}`, keys in the
-    /// order engine.io writes them. WebSocket-only sessions offer no upgrades.
+    /// `0{"sid":…,"upgrades":[…],"pingInterval":…,"pingTimeout":…,"maxPayload":…}`, keys in the
+    /// order engine.io writes them.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(120);
+        let mut out = String::with_capacity(130);
         out.push('0');
         out.push_str(r#"{"sid":"#);
         out.push_str(&serde_json::Value::from(self.sid).to_string());
+        let upgrades = if self.upgrade_to_websocket {
+            r#"["websocket"]"#
+        } else {
+            "[]"
+        };
         let _ = write!(
             out,
-            r#","upgrades":[],"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+            r#","upgrades":{upgrades},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
             self.ping_interval_ms, self.ping_timeout_ms, self.max_payload
         );
         out
+    }
+}
+
+/// The packet separator of a polling payload (ASCII record separator).
+pub const SEPARATOR: u8 = 0x1e;
+
+/// One packet of a polling payload, as the server writes it.
+#[derive(Debug, Clone, Copy)]
+pub enum PayloadPart<'a> {
+    /// A text packet, type character included (`2`, `42[…]`).
+    Text(&'a str),
+    /// A binary `message` packet: written as `b<base64>`.
+    Binary(&'a [u8]),
+}
+
+/// The body of a polling `GET` response: packets joined by `\x1e`, binary ones as `b<base64>`.
+pub fn encode_payload<'a>(parts: impl IntoIterator<Item = PayloadPart<'a>>) -> String {
+    let mut out = String::new();
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(SEPARATOR as char);
+        }
+        match part {
+            PayloadPart::Text(text) => out.push_str(text),
+            PayloadPart::Binary(data) => {
+                out.push('b');
+                base64::engine::general_purpose::STANDARD.encode_string(data, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// One packet of a polling `POST` body, as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadPacket {
+    /// A text packet with its type character, a slice of the (UTF-8) body: decode it with
+    /// [`decode_text`].
+    Text(Bytes),
+    /// The decoded bytes of a `b<base64>` packet: always a binary `message`.
+    Binary(Bytes),
+}
+
+/// Reads a polling `POST` body packet by packet, without copying text packets. The body is
+/// checked to be UTF-8 once, up front; each packet is decoded only when asked for, so a payload
+/// of many tiny packets costs no more memory than its body.
+#[derive(Debug, Clone)]
+pub struct PayloadReader {
+    body: Bytes,
+    pos: usize,
+}
+
+impl PayloadReader {
+    pub fn new(body: Bytes) -> Result<Self, EngineDecodeError> {
+        std::str::from_utf8(&body).map_err(|_| EngineDecodeError::NotUtf8)?;
+        Ok(PayloadReader { body, pos: 0 })
+    }
+
+    /// The next packet, `None` at the end. An empty body is one empty (invalid) packet, as in
+    /// engine.io-parser.
+    pub fn next_packet(&mut self) -> Option<Result<PayloadPacket, EngineDecodeError>> {
+        if self.pos > self.body.len() {
+            return None;
+        }
+        let rest = &self.body[self.pos..];
+        let end = rest.iter().position(|&b| b == SEPARATOR).unwrap_or(rest.len());
+        let packet = self.body.slice(self.pos..self.pos + end);
+        // Past the separator; past the end when this was the last packet.
+        self.pos += end + 1;
+        Some(match packet.first() {
+            None => Err(EngineDecodeError::Empty),
+            Some(b'b') => base64::engine::general_purpose::STANDARD
+                .decode(&packet[1..])
+                .map(|data| PayloadPacket::Binary(data.into()))
+                .map_err(|_| EngineDecodeError::BadBase64),
+            Some(_) => Ok(PayloadPacket::Text(packet)),
+        })
+    }
+
+    /// Whether every packet has been read.
+    pub fn is_done(&self) -> bool {
+        self.pos > self.body.len()
     }
 }
 
@@ -136,28 +234,45 @@ impl HandshakeError {
     }
 }
 
-/// Checks the query of a handshake request the way engine.io does, in the same order:
-/// transport first, then an existing session id, then the method, the upgrade, the version.
-/// Only WebSocket transport exists here, so polling is an unknown transport (as in an engine.io
-/// server configured with `transports: ["websocket"]`).
+/// The two ways an Engine.IO session is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    Polling,
+    WebSocket,
+}
+
+impl TransportKind {
+    /// The `transport` query value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Polling => "polling",
+            TransportKind::WebSocket => "websocket",
+        }
+    }
+
+    /// The transport named by a `transport` query value, if this server serves it.
+    pub fn parse(name: Option<&str>, served: &[TransportKind]) -> Result<TransportKind, HandshakeError> {
+        served
+            .iter()
+            .copied()
+            .find(|t| Some(t.as_str()) == name)
+            .ok_or(HandshakeError::TransportUnknown)
+    }
+}
+
+/// Checks a request that opens a new session (no `sid`) the way engine.io does, in the same
+/// order: the method, the upgrade, then the protocol version. The transport was checked first
+/// ([`TransportKind::parse`]).
 pub fn check_handshake(
-    transport: Option<&str>,
-    sid: Option<&str>,
+    transport: TransportKind,
     eio: Option<&str>,
     is_get: bool,
     is_upgrade: bool,
 ) -> Result<(), HandshakeError> {
-    if transport != Some("websocket") {
-        return Err(HandshakeError::TransportUnknown);
-    }
-    if sid.is_some() {
-        // Only a polling session could be upgraded, and there are none.
-        return Err(HandshakeError::SessionIdUnknown);
-    }
     if !is_get {
         return Err(HandshakeError::BadHandshakeMethod);
     }
-    if !is_upgrade {
+    if transport == TransportKind::WebSocket && !is_upgrade {
         return Err(HandshakeError::BadRequest);
     }
     if eio != Some(PROTOCOL_VERSION) {
@@ -172,8 +287,9 @@ mod tests {
 
     #[test]
     fn open_packet_matches_engine_io_byte_for_byte() {
-        let open = OpenPacket {
+        let mut open = OpenPacket {
             sid: "ML63FV06C3yb8TLdAAAA",
+            upgrade_to_websocket: false,
             ping_interval_ms: 1500,
             ping_timeout_ms: 1000,
             max_payload: 1_000_000,
@@ -181,6 +297,11 @@ mod tests {
         assert_eq!(
             open.encode(),
             r#"0{"sid":"ML63FV06C3yb8TLdAAAA","upgrades":[],"pingInterval":1500,"pingTimeout":1000,"maxPayload":1000000}"#
+        );
+        open.upgrade_to_websocket = true;
+        assert_eq!(
+            open.encode(),
+            r#"0{"sid":"ML63FV06C3yb8TLdAAAA","upgrades":["websocket"],"pingInterval":1500,"pingTimeout":1000,"maxPayload":1000000}"#
         );
     }
 
@@ -199,21 +320,80 @@ mod tests {
     #[test]
     fn handshake_checks_follow_engine_io_order() {
         use HandshakeError::*;
-        let ok = check_handshake(Some("websocket"), None, Some("4"), true, true);
-        assert_eq!(ok, Ok(()));
-        let c = |t, s, e, g, u| check_handshake(t, s, e, g, u).unwrap_err();
-        assert_eq!(c(Some("polling"), None, Some("4"), true, false), TransportUnknown);
-        assert_eq!(c(None, None, Some("3"), false, false), TransportUnknown);
-        assert_eq!(c(Some("websocket"), Some("x"), Some("4"), true, true), SessionIdUnknown);
-        assert_eq!(c(Some("websocket"), None, Some("4"), false, true), BadHandshakeMethod);
-        assert_eq!(c(Some("websocket"), None, Some("4"), true, false), BadRequest);
+        use TransportKind::*;
+        let both = [Polling, WebSocket];
+        assert_eq!(TransportKind::parse(Some("polling"), &both), Ok(Polling));
         assert_eq!(
-            c(Some("websocket"), None, Some("3"), true, true),
-            UnsupportedProtocolVersion
+            TransportKind::parse(Some("polling"), &[WebSocket]),
+            Err(TransportUnknown)
+        );
+        assert_eq!(
+            TransportKind::parse(Some("carrier-pigeon"), &both),
+            Err(TransportUnknown)
+        );
+        assert_eq!(TransportKind::parse(None, &both), Err(TransportUnknown));
+        assert_eq!(check_handshake(WebSocket, Some("4"), true, true), Ok(()));
+        assert_eq!(check_handshake(Polling, Some("4"), true, false), Ok(()));
+        assert_eq!(
+            check_handshake(Polling, Some("3"), false, false),
+            Err(BadHandshakeMethod)
+        );
+        assert_eq!(
+            check_handshake(WebSocket, Some("4"), false, true),
+            Err(BadHandshakeMethod)
+        );
+        assert_eq!(check_handshake(WebSocket, Some("4"), true, false), Err(BadRequest));
+        assert_eq!(
+            check_handshake(WebSocket, Some("3"), true, true),
+            Err(UnsupportedProtocolVersion)
+        );
+        assert_eq!(
+            check_handshake(Polling, None, true, false),
+            Err(UnsupportedProtocolVersion)
         );
         assert_eq!(
             UnsupportedProtocolVersion.body(),
             r#"{"code":5,"message":"Unsupported protocol version"}"#
         );
+    }
+
+    fn read_all(body: &[u8]) -> Vec<Result<PayloadPacket, EngineDecodeError>> {
+        let mut reader = PayloadReader::new(Bytes::copy_from_slice(body)).unwrap();
+        std::iter::from_fn(|| reader.next_packet()).collect()
+    }
+
+    #[test]
+    fn payload_matches_the_observed_engine_io_bytes() {
+        // The observed GET body of reference §1.6.
+        let body = encode_payload([
+            PayloadPart::Text(r#"40{"sid":"x"}"#),
+            PayloadPart::Text(r#"451-["hey",{"_placeholder":true,"num":0},"txt"]"#),
+            PayloadPart::Binary(&[1, 2, 3]),
+            PayloadPart::Text(r#"42["e2","€"]"#),
+        ]);
+        assert_eq!(
+            body,
+            "40{\"sid\":\"x\"}\x1e451-[\"hey\",{\"_placeholder\":true,\"num\":0},\"txt\"]\x1ebAQID\x1e42[\"e2\",\"€\"]"
+        );
+        let packets = read_all(body.as_bytes());
+        assert_eq!(packets.len(), 4);
+        assert_eq!(packets[2], Ok(PayloadPacket::Binary(Bytes::from_static(&[1, 2, 3]))));
+        assert_eq!(packets[3], Ok(PayloadPacket::Text(Bytes::from("42[\"e2\",\"€\"]"))));
+        assert_eq!(encode_payload([PayloadPart::Text("2")]), "2");
+    }
+
+    #[test]
+    fn bad_payloads_are_errors_not_panics() {
+        assert_eq!(read_all(b""), vec![Err(EngineDecodeError::Empty)]);
+        assert_eq!(
+            read_all(b"3\x1e"),
+            vec![Ok(PayloadPacket::Text("3".into())), Err(EngineDecodeError::Empty)]
+        );
+        assert_eq!(read_all(b"b!!!"), vec![Err(EngineDecodeError::BadBase64)]);
+        assert_eq!(read_all(b"b"), vec![Ok(PayloadPacket::Binary(Bytes::new()))]);
+        assert!(matches!(
+            PayloadReader::new(Bytes::from_static(b"4\xff\xfe")),
+            Err(EngineDecodeError::NotUtf8)
+        ));
     }
 }

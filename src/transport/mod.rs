@@ -1,24 +1,68 @@
-//! One Engine.IO session over one WebSocket: the open packet, heartbeats, the outbound queue and
-//! the reasons a connection ends.
+//! Engine.IO sessions and the two transports that carry them: WebSocket and HTTP long-polling.
 //!
-//! A connection is served by one task that owns the socket; everything else reaches the client
-//! through its [`Outbox`]. The transport hands `message` packets up as opaque text or bytes and
-//! never looks inside them: Socket.IO packets, namespaces and rooms belong to the gateway.
+//! An [`EngineSession`] is what the gateway talks to: session id, heartbeat, the bounded
+//! outbound queue ([`Outbox`]), the next inbound `message`, and why the session ended. It is
+//! served by one task, whatever carries it. A session opened over WebSocket keeps its socket in
+//! that task; one opened over polling is fed by HTTP requests through [`PollingSession`] and may
+//! be upgraded to WebSocket in the middle of its life, without the gateway noticing.
+//!
+//! The [`Engine`] registers every open session by id, so polling requests and upgrades can find
+//! theirs. The transport hands `message` packets up as opaque text or bytes and never looks
+//! inside them: Socket.IO packets, namespaces and rooms belong to the gateway.
 
 mod outbox;
+mod polling;
+mod session;
 mod websocket;
 
 pub use outbox::{Frame, Outbox};
-pub use websocket::{EngineConnection, Inbound, TransportConfig};
+pub use polling::{PollError, PollingSession};
+pub use session::{EngineSession, Inbound};
 
-/// Why a connection ended. Every close is logged and counted under [`CloseReason::as_str`].
+use crate::protocol::engineio::{OpenPacket, TransportKind};
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Heartbeat and size limits of every session.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Largest message (WebSocket) or `POST` body (polling) accepted from a client, in bytes
+    /// (`maxPayload`).
+    pub max_payload: usize,
+    /// Most bytes queued for one client before it is closed as a slow consumer.
+    pub max_queue_bytes: usize,
+    /// A session that connects no namespace in this time is closed.
+    pub connect_timeout: Duration,
+    /// How long a polling client has to finish an upgrade once its WebSocket is open
+    /// (engine.io's `upgradeTimeout`).
+    pub upgrade_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            max_queue_bytes: 1 << 20,
+            connect_timeout: Duration::from_millis(45_000),
+            upgrade_timeout: Duration::from_millis(10_000),
+        }
+    }
+}
+
+/// Why a session ended. Every close is logged and counted under [`CloseReason::as_str`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseReason {
     /// The client sent an Engine.IO close packet or a WebSocket close frame.
     ClientClose,
-    /// The TCP connection ended without a close.
+    /// The TCP connection (or a pending polling request) ended without a close.
     TransportClose,
-    /// Reading or writing the socket failed.
+    /// Reading or writing failed, or a polling client broke the rules (two concurrent `GET`s
+    /// or `POST`s, a binary `POST` body).
     TransportError,
     /// No pong within `pingTimeout` of a ping.
     PingTimeout,
@@ -74,5 +118,81 @@ impl CloseReason {
             Self::ShuttingDown => 1001,
             _ => 1000,
         }
+    }
+}
+
+/// A registered session, as HTTP requests carrying its id see it.
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub outbox: Arc<Outbox>,
+    /// Present for sessions opened over polling (also after they upgraded).
+    pub polling: Option<Arc<PollingSession>>,
+}
+
+impl SessionHandle {
+    /// The transport carrying the session now.
+    pub fn transport(&self) -> TransportKind {
+        match &self.polling {
+            Some(polling) if !polling.is_upgraded() => TransportKind::Polling,
+            _ => TransportKind::WebSocket,
+        }
+    }
+}
+
+/// Every open Engine.IO session of this node, by session id.
+pub struct Engine {
+    config: TransportConfig,
+    sessions: DashMap<Arc<str>, SessionHandle>,
+}
+
+impl Engine {
+    pub fn new(config: TransportConfig) -> Arc<Self> {
+        Arc::new(Engine {
+            config,
+            sessions: DashMap::new(),
+        })
+    }
+
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    /// Open sessions, on either transport.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn lookup(&self, sid: &str) -> Option<SessionHandle> {
+        self.sessions.get(sid).map(|entry| entry.value().clone())
+    }
+
+    /// Asks every session to close (what is queued is still sent).
+    pub fn close_all(&self, reason: CloseReason) {
+        for entry in self.sessions.iter() {
+            entry.value().outbox.close(reason);
+        }
+    }
+
+    fn open_packet(&self, sid: &str, upgrade_to_websocket: bool) -> String {
+        OpenPacket {
+            sid,
+            upgrade_to_websocket,
+            ping_interval_ms: self.config.ping_interval.as_millis() as u64,
+            ping_timeout_ms: self.config.ping_timeout.as_millis() as u64,
+            max_payload: self.config.max_payload,
+        }
+        .encode()
+    }
+
+    fn register(&self, sid: &Arc<str>, handle: SessionHandle) {
+        self.sessions.insert(sid.clone(), handle);
+    }
+
+    fn unregister(&self, sid: &str) {
+        self.sessions.remove(sid);
     }
 }

@@ -1,4 +1,4 @@
-//! The outbound queue of one connection, bounded in bytes.
+//! The outbound queue of one Engine.IO session, bounded in bytes, whatever transport drains it.
 //!
 //! Anyone may push (the connection's own task, a broadcast on another task, a cluster request);
 //! only the connection task drains it. An empty outbox allocates nothing, which matters at
@@ -86,6 +86,16 @@ impl Outbox {
 
     pub fn is_closing(&self) -> bool {
         self.state.lock().closing.is_some()
+    }
+
+    /// Why the connection was asked to close, if it was.
+    pub fn closing(&self) -> Option<CloseReason> {
+        self.state.lock().closing
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.state.lock().frames.is_empty()
     }
 
     /// Everything queued so far, and the close request if there is one.

@@ -256,8 +256,42 @@ impl Client {
 
 /// A plain HTTP/1.1 request; returns status and body.
 pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let response = http_request(addr, method, path, headers, b"").await;
+    (response.status, response.text())
+}
+
+/// An HTTP response as a client sees it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request with a body over a fresh TCP connection.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("connection")) {
         req.push_str("Connection: close\r\n");
     }
@@ -265,7 +299,9 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw_req = req.into_bytes();
+    raw_req.extend_from_slice(body);
+    stream.write_all(&raw_req).await.unwrap();
     // Read the head, then exactly Content-Length bytes: the server may keep the connection open.
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
@@ -278,24 +314,31 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
         }
     };
     let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
         .unwrap_or(0);
     while raw.len() < head_end + length {
         let n = stream.read(&mut buf).await.unwrap();
         assert!(n > 0, "connection closed before the body");
         raw.extend_from_slice(&buf[..n]);
     }
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (
+    HttpResponse {
         status,
-        String::from_utf8_lossy(&raw[head_end..head_end + length]).into_owned(),
-    )
+        headers,
+        body: raw[head_end..head_end + length].to_vec(),
+    }
 }
 
 /// Polls `check` for up to 3 s.
