@@ -24,6 +24,9 @@ struct Args {
     ping_interval: u64,
     #[arg(long, default_value_t = 20_000)]
     ping_timeout: u64,
+    /// Milliseconds a session may stay without connecting a namespace.
+    #[arg(long, default_value_t = 45_000)]
+    connect_timeout: u64,
 }
 
 struct Echo;
@@ -57,6 +60,7 @@ async fn main() -> std::io::Result<()> {
         transport: TransportConfig {
             ping_interval: Duration::from_millis(args.ping_interval),
             ping_timeout: Duration::from_millis(args.ping_timeout),
+            connect_timeout: Duration::from_millis(args.connect_timeout),
             ..TransportConfig::default()
         },
         hooks: Arc::new(Echo),

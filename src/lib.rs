@@ -70,6 +70,13 @@ impl Server {
         let gateway = Gateway::new(config);
         let cluster = cluster.map(|c| cluster::Cluster::start(gateway.clone(), c.redis, c.publisher, &c.prefix));
         let app = http::router(gateway.clone(), http).into_make_service_with_connect_info::<SocketAddr>();
+        // No Nagle: two small frames in a row (a CONNECT reply, then an emit) would otherwise wait
+        // for the client's delayed ACK, 40 ms. Node sets the same (`noDelay`).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "TCP_NODELAY not set");
+            }
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)

@@ -1,9 +1,12 @@
 // Two gateways behind a real nginx, configured from deploy/nginx.conf: a client connected through
-// nginx receives a broadcast emitted on the other node.
+// nginx receives a broadcast emitted on the other node; official clients with default options
+// (polling, then WebSocket) from many addresses spread over both gateways and stay on theirs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import http from "node:http";
+import { io } from "socket.io-client";
+import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import {
@@ -31,7 +34,7 @@ function nginxBinary() {
   throw new Error("nginx is not installed (.ci/run installs it)");
 }
 
-async function startNginx(t, upstreamPorts) {
+async function startNginx(t, upstreamPorts, edit = (site) => site) {
   const dir = mkdtempSync(path.join(tmpdir(), "wsgate-nginx-"));
   const port = await freePort();
   let site = readFileSync(path.join(REPO_ROOT, "deploy/nginx.conf"), "utf8");
@@ -39,6 +42,7 @@ async function startNginx(t, upstreamPorts) {
     .replace("127.0.0.1:3001", `127.0.0.1:${upstreamPorts[0]}`)
     .replace("127.0.0.1:3002", `127.0.0.1:${upstreamPorts[1]}`)
     .replace(/listen 80;/, `listen 127.0.0.1:${port};`);
+  site = edit(site);
   writeFileSync(path.join(dir, "wsgate.conf"), site);
   for (const sub of ["body", "proxy", "fastcgi", "uwsgi", "scgi"]) mkdirSync(path.join(dir, sub));
   writeFileSync(
@@ -59,8 +63,19 @@ http {
 }
 `,
   );
-  const child = spawn(nginxBinary(), ["-p", dir, "-e", `${dir}/error.log`, "-c", `${dir}/nginx.conf`], { stdio: "ignore" });
-  t.after(() => child.kill("SIGKILL"));
+  // Its own process group: killing only the master would leave the worker behind.
+  const child = spawn(nginxBinary(), ["-p", dir, "-e", `${dir}/error.log`, "-c", `${dir}/nginx.conf`], {
+    stdio: "ignore",
+    detached: true,
+  });
+  t.after(() => {
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
   const url = `http://127.0.0.1:${port}`;
   await waitFor("nginx", async () => (await fetch(`${url}/socket.io/?EIO=4&transport=websocket`)).status === 400);
   return { url };
@@ -93,4 +108,58 @@ test("a client connected through nginx receives a broadcast emitted on the other
   const evil = connectClient(nginx.url, { cookie, extraHeaders: { origin: "https://evil.example" } });
   t.after(() => evil.disconnect());
   await assert.rejects(connected(evil), { message: "websocket error" });
+});
+
+/** The official client with default options, its requests leaving from `localAddress`. */
+function clientFrom(url, localAddress, cookie, opts = {}) {
+  const agent = new http.Agent({ keepAlive: true, localAddress });
+  return io(url, {
+    forceNew: true,
+    reconnection: false,
+    agent,
+    extraHeaders: { cookie, origin: url },
+    ...opts,
+  });
+}
+
+async function cluster(t, edit) {
+  const redis = await startRedis(t);
+  const app = await startExpressApp(t, { redisUrl: redis.url, secret: "new-secret" });
+  const args = ["--redis-url", redis.url, "--session-secret", "new-secret"];
+  const nodes = [await startClusterNode(t, args), await startClusterNode(t, args)];
+  const nginx = await startNginx(t, nodes.map((n) => n.port), edit);
+  await waitFor("both nodes subscribed", async () => Object.values(await redis.client.pubSubNumSub("socket.io-request#/#"))[0] === 2);
+  return { app, nodes, nginx, cookie: await login(app.url, "alice") };
+}
+
+test("default-option clients from many addresses: sticky by address, upgraded, broadcasts from either node", async (t) => {
+  const { nodes, nginx, cookie } = await cluster(t);
+  // nginx hashes the client address: clients on 127.0.N.1 spread over the two gateways.
+  const sockets = [];
+  for (let i = 1; i <= 12; i++) {
+    const socket = clientFrom(nginx.url, `127.0.${i}.1`, cookie);
+    t.after(() => socket.disconnect());
+    sockets.push(socket);
+  }
+  await Promise.all(sockets.map((s) => connected(s)));
+  await waitFor("every client upgraded to WebSocket", () => sockets.every((s) => s.io.engine.transport.name === "websocket"));
+  const counts = await Promise.all(nodes.map(connections));
+  assert.equal(counts[0] + counts[1], sockets.length, `each client holds one session: ${counts}`);
+  assert.ok(counts[0] > 0 && counts[1] > 0, `both gateways serve clients: ${counts}`);
+
+  for (const [i, node] of nodes.entries()) {
+    const got = Promise.all(sockets.map((s) => nextEvent(s, `from-node-${i}`)));
+    node.broadcast({ rooms: ["user:42"], event: `from-node-${i}`, args: [i] });
+    assert.deepEqual(await got, sockets.map(() => [i]), `every client got node ${i}'s broadcast`);
+  }
+});
+
+test("without stickiness polling breaks, and the gateway's log names the likely cause", async (t) => {
+  // The same set-up, but nginx balances each request on its own.
+  const { nodes, nginx, cookie } = await cluster(t, (site) => site.replace("hash $remote_addr consistent;", ""));
+  const socket = clientFrom(nginx.url, "127.0.1.1", cookie, { transports: ["polling"] });
+  t.after(() => socket.disconnect());
+  // Whichever request reaches the other node first fails: the GET (poll) or the POST.
+  await assert.rejects(connected(socket), { message: /^xhr (poll|post) error$/ });
+  await waitFor("a refusal logged", () => nodes.some((n) => /unknown session id.*sticky/.test(n.child.logs())));
 });
