@@ -663,3 +663,44 @@ async fn shutdown_delivers_the_close_packet_to_polling_clients() {
     assert_eq!(last.last().map(String::as_str), Some("1"), "{last:?}");
     assert!(last.contains(&"41".to_string()), "DISCONNECT first: {last:?}");
 }
+
+#[tokio::test]
+async fn random_bodies_never_take_the_node_down() {
+    use rand::{Rng, SeedableRng};
+    let s = setup(&[]).await;
+    let addr = s.server.local_addr();
+    let (bystander, _) = Polling::open(addr, &[("cookie", &s.cookie)]).await;
+    bystander.connect().await;
+    let pieces: [&[u8]; 9] = [
+        b"\x1e",
+        b"b",
+        b"4",
+        b"42[",
+        b"]",
+        b"AQID",
+        b"=",
+        b"{\"_placeholder\":true}",
+        b"\xc3",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..150 {
+        let mut body = Vec::new();
+        for _ in 0..rng.random_range(0..16) {
+            if rng.random_bool(0.7) {
+                body.extend_from_slice(pieces[rng.random_range(0..pieces.len())]);
+            } else {
+                body.push(rng.random());
+            }
+        }
+        let (client, _) = Polling::open(addr, &[]).await;
+        let response = http_request(addr, "POST", &client.path(), &[("content-type", "text/plain")], &body).await;
+        assert!(
+            response.status == 200 || response.status == 400,
+            "{body:?} got {}",
+            response.status
+        );
+    }
+    assert_eq!(http(addr, "GET", "/healthz", &[]).await, (200, "ok".into()));
+    bystander.post_ok("421[\"e\",3]").await;
+    assert_eq!(bystander.packets().await, ["431[3]"]);
+}

@@ -397,3 +397,78 @@ mod tests {
         ));
     }
 }
+
+/// Property tests of the polling payload codec: whatever a client POSTs, decoding returns
+/// packets or errors and never panics, and what the server encodes decodes to the same packets.
+#[cfg(test)]
+mod payload_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(body: Vec<u8>) -> Result<Vec<Result<PayloadPacket, EngineDecodeError>>, EngineDecodeError> {
+        let mut reader = PayloadReader::new(Bytes::from(body))?;
+        let packets: Vec<_> = std::iter::from_fn(|| reader.next_packet()).collect();
+        assert!(reader.is_done());
+        Ok(packets)
+    }
+
+    /// Bodies shaped like payloads: packet types, separators, base64 (valid or not), UTF-8.
+    fn payload_like() -> impl Strategy<Value = Vec<u8>> {
+        let part = prop_oneof![
+            Just(b"\x1e".to_vec()),
+            Just(b"b".to_vec()),
+            Just(b"4".to_vec()),
+            Just(b"=".to_vec()),
+            "[A-Za-z0-9+/=]{0,12}".prop_map(String::into_bytes),
+            "[0-6]{1,2}".prop_map(String::into_bytes),
+            any::<String>().prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..8),
+        ];
+        proptest::collection::vec(part, 0..24).prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_body_decodes_without_panicking(body in payload_like()) {
+            let len = body.len();
+            if let Ok(packets) = decode_all(body) {
+                // At most one packet per separator, plus one.
+                prop_assert!(packets.len() <= len + 1);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_decode_without_panicking(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_all(body);
+        }
+
+        #[test]
+        fn encoded_packets_decode_to_themselves(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    // Text packets never contain the separator (JSON escapes control characters).
+                    "[0-6][^\x1e]{0,40}".prop_map(|t| (true, t.into_bytes())),
+                    proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| (false, b)),
+                ],
+                1..12,
+            )
+        ) {
+            let body = encode_payload(parts.iter().map(|(text, data)| match text {
+                true => PayloadPart::Text(std::str::from_utf8(data).unwrap()),
+                false => PayloadPart::Binary(data),
+            }));
+            let decoded = decode_all(body.into_bytes()).unwrap();
+            prop_assert_eq!(decoded.len(), parts.len());
+            for ((text, data), packet) in parts.iter().zip(decoded) {
+                let expected = if *text {
+                    PayloadPacket::Text(Bytes::from(data.clone()))
+                } else {
+                    PayloadPacket::Binary(Bytes::from(data.clone()))
+                };
+                prop_assert_eq!(packet, Ok(expected));
+            }
+        }
+    }
+}
