@@ -1,7 +1,8 @@
 // The Node stack a team runs today, with wsgate's rules, so every loadgen scenario can run
 // against both: socket.io 4 + @socket.io/redis-adapter, express-session + connect-redis on the
 // engine, anonymous sockets refused with "Authentication error", user and session rooms,
-// the same Origin policy (same-origin or no Origin).
+// the same Origin policy (same-origin or no Origin), and engine.io's default transports
+// (polling, then the upgrade to WebSocket), as wsgate serves them.
 //
 //   node server.mjs --port 3100 --redis-url redis://127.0.0.1:6379 --secret loadtest-secret
 import { createServer } from "node:http";
@@ -29,7 +30,6 @@ await Promise.all([sessionClient.connect(), pubClient.connect(), subClient.conne
 
 const httpServer = createServer();
 const io = new Server(httpServer, {
-  transports: ["websocket"],
   adapter: createAdapter(pubClient, subClient),
   allowRequest: (req, callback) => {
     const origin = req.headers.origin;

@@ -8,6 +8,7 @@
 //! addresses 127.0.0.2–254, and report what they saw.
 
 mod client;
+mod polling;
 mod report;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -55,6 +56,9 @@ enum Scenario {
     Fanout,
     /// Connect/disconnect at a steady rate while broadcasting to observers.
     Churn,
+    /// N polling sessions held idle with a long-poll pending (RSS per session), then all
+    /// upgraded to WebSocket with that poll in flight (upgrade latency).
+    Polling,
 }
 
 #[derive(Args, Clone)]
@@ -146,6 +150,8 @@ struct WorkerReport {
     churn_ok: u64,
     churn_failed: BTreeMap<String, u64>,
     last_delivery_ns: u64,
+    upgrade_us: Vec<u32>,
+    upgrade_failed: BTreeMap<String, u64>,
 }
 
 fn session_id(run_id: &str, n: usize) -> String {
@@ -236,6 +242,14 @@ impl WorkerHandle {
     async fn report(&mut self) -> Result<WorkerReport, Box<dyn std::error::Error>> {
         let line = self.lines.next_line().await?.ok_or("worker exited without a report")?;
         Ok(serde_json::from_str(&line)?)
+    }
+
+    /// Tells the worker to go on to its next phase (keeping its stdin open) and reads its report.
+    async fn next_phase(&mut self) -> Result<WorkerReport, Box<dyn std::error::Error>> {
+        let stdin = self.child.stdin.as_mut().ok_or("worker stdin closed")?;
+        stdin.write_all(b"next\n").await?;
+        stdin.flush().await?;
+        self.report().await
     }
 
     async fn stop(&mut self) -> Result<WorkerReport, Box<dyn std::error::Error>> {
@@ -482,6 +496,42 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             result["delivery_latency"] = latency_summary(samples);
             result["server_closed"] = json!(done.iter().map(|r| r.server_closed).sum::<u64>());
         }
+        Scenario::Polling => {
+            // Idle polling sessions, each with a long-poll pending: let allocations settle.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (rss, ticks_before) = sample_all(&args.server_pids);
+            let hold = Duration::from_secs(args.duration);
+            tokio::time::sleep(hold).await;
+            let (rss_end, ticks_after) = sample_all(&args.server_pids);
+            let cpu = (ticks_after - ticks_before) as f64 / 100.0 / hold.as_secs_f64() * 100.0;
+            let per_session = (rss.max(rss_end).saturating_sub(baseline_rss)) as f64 / ok.max(1) as f64;
+            result["rss_baseline_kib"] = json!(baseline_rss);
+            result["rss_held_kib"] = json!(rss.max(rss_end));
+            result["rss_per_connection_kib"] = json!((per_session * 100.0).round() / 100.0);
+            result["idle_cpu_percent"] = json!((cpu * 10.0).round() / 10.0);
+            // Every session upgrades at once, its long-poll in flight.
+            let (_, ticks_before) = sample_all(&args.server_pids);
+            let mut upgraded = Vec::new();
+            for w in &mut workers {
+                upgraded.push(w.next_phase().await?);
+            }
+            let (_, ticks_after) = sample_all(&args.server_pids);
+            let mut upgrade_failed = BTreeMap::new();
+            for r in &upgraded {
+                for (k, v) in &r.upgrade_failed {
+                    *upgrade_failed.entry(k.clone()).or_insert(0u64) += v;
+                }
+            }
+            let samples: Vec<u32> = upgraded.iter().flat_map(|r| r.upgrade_us.iter().copied()).collect();
+            result["upgraded"] = json!(samples.len());
+            result["upgrade_failed"] = json!(upgrade_failed);
+            if !args.server_pids.is_empty() {
+                let cpu_s = (ticks_after - ticks_before) as f64 / 100.0;
+                result["upgrade_server_cpu_s"] = json!(cpu_s);
+                result["upgrades_per_server_cpu_s"] = json!((samples.len() as f64 / cpu_s.max(0.01)).round());
+            }
+            result["upgrade_latency"] = latency_summary(samples);
+        }
         Scenario::Churn => {
             let published = publish_for(&args.redis_url, args.rate, Duration::from_secs(args.duration), |_| {
                 "user:observers".into()
@@ -564,6 +614,9 @@ mod parking_lot_free {
 }
 
 async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
+    if spec.scenario == Scenario::Polling {
+        return polling_worker(spec).await;
+    }
     let secrets = SessionSecrets::new(vec![spec.secret.as_bytes().to_vec()]).ok_or("empty secret")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tally = Arc::new(Tally::default());
@@ -670,6 +723,108 @@ async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     stdout.flush().await?;
     Ok(())
+}
+
+async fn write_report(report: &WorkerReport) -> Result<(), Box<dyn std::error::Error>> {
+    let mut stdout = tokio::io::stdout();
+    stdout
+        .write_all(format!("{}\n", serde_json::to_string(report)?).as_bytes())
+        .await?;
+    stdout.flush().await?;
+    Ok(())
+}
+
+/// The polling scenario's worker: opens its polling sessions (report "connected"), holds them
+/// until told to go on, upgrades them all (report "upgraded"), holds the WebSockets until told
+/// to stop (report "done").
+async fn polling_worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
+    let secrets = SessionSecrets::new(vec![spec.secret.as_bytes().to_vec()]).ok_or("empty secret")?;
+    let (upgrade_tx, upgrade_rx) = tokio::sync::watch::channel(false);
+    let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+    let started_ns = client::now_ns();
+    let gate = Arc::new(Semaphore::new(spec.concurrency.max(1)));
+    let (results_tx, mut results_rx) = tokio::sync::mpsc::unbounded_channel::<Result<u32, String>>();
+    let (upgrades_tx, mut upgrades_rx) = tokio::sync::mpsc::unbounded_channel::<Result<u32, String>>();
+    let mut tasks = Vec::new();
+    for n in spec.start..spec.end {
+        let target = spec.targets[n % spec.targets.len()];
+        let cookie = cookie(&spec.cookie_name, &secrets, &session_id(&spec.run_id, n));
+        let (gate, path, results, upgrades) =
+            (gate.clone(), spec.path.clone(), results_tx.clone(), upgrades_tx.clone());
+        let (upgrade, mut close) = (upgrade_rx.clone(), close_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let connected =
+                polling::PollingClient::connect(target, client::source_ip(n), &path, &cookie, Duration::from_secs(30))
+                    .await;
+            drop(permit);
+            let session = match connected {
+                Ok((session, latency)) => {
+                    let _ = results.send(Ok(latency.as_micros() as u32));
+                    session
+                }
+                Err(err) => {
+                    let _ = results.send(Err(client::failure_reason(&err)));
+                    return;
+                }
+            };
+            drop(results);
+            match session.hold_then_upgrade(upgrade).await {
+                Ok((ws, took)) => {
+                    let _ = upgrades.send(Ok(took.as_micros() as u32));
+                    drop(upgrades);
+                    let _ = close.changed().await;
+                    drop(ws);
+                }
+                Err(err) => {
+                    let _ = upgrades.send(Err(client::failure_reason(&err)));
+                }
+            }
+        }));
+    }
+    drop((results_tx, upgrades_tx));
+    let mut report = WorkerReport {
+        phase: "connected".into(),
+        started_ns,
+        ..Default::default()
+    };
+    while let Some(result) = results_rx.recv().await {
+        match result {
+            Ok(us) => {
+                report.ok += 1;
+                report.handshake_us.push(us);
+            }
+            Err(reason) => *report.failed.entry(reason).or_default() += 1,
+        }
+    }
+    report.finished_ns = client::now_ns();
+    write_report(&report).await?;
+
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let _ = stdin.next_line().await;
+    let _ = upgrade_tx.send(true);
+    let mut upgraded = WorkerReport {
+        phase: "upgraded".into(),
+        ..Default::default()
+    };
+    while let Some(result) = upgrades_rx.recv().await {
+        match result {
+            Ok(us) => upgraded.upgrade_us.push(us),
+            Err(reason) => *upgraded.upgrade_failed.entry(reason).or_default() += 1,
+        }
+    }
+    write_report(&upgraded).await?;
+
+    let _ = stdin.next_line().await;
+    let _ = close_tx.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    write_report(&WorkerReport {
+        phase: "done".into(),
+        ..Default::default()
+    })
+    .await
 }
 
 /// Opens `churn_rate` sockets per second, each closed again 0.5–1.5 s later.

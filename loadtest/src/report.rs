@@ -51,6 +51,22 @@ fn metrics(scenario: &str) -> &'static [Metric] {
             ("delivery p99 (ms)", "/delivery_latency/p99_ms", false),
             ("delivery p999 (ms)", "/delivery_latency/p999_ms", false),
         ],
+        "polling" => &[
+            ("sessions connected over polling", "/connected", true),
+            ("polling handshakes/s", "/handshakes_per_s", true),
+            ("polling handshake p50 (ms)", "/handshake_latency/p50_ms", false),
+            ("polling handshake p99 (ms)", "/handshake_latency/p99_ms", false),
+            (
+                "server RSS per idle polling session (KiB)",
+                "/rss_per_connection_kib",
+                false,
+            ),
+            ("server CPU while idle (%)", "/idle_cpu_percent", false),
+            ("sessions upgraded to WebSocket", "/upgraded", true),
+            ("upgrades per server CPU-second", "/upgrades_per_server_cpu_s", true),
+            ("upgrade p50 (ms)", "/upgrade_latency/p50_ms", false),
+            ("upgrade p99 (ms)", "/upgrade_latency/p99_ms", false),
+        ],
         "churn" => &[
             ("observers", "/connected", true),
             ("churn connects", "/churn_connects", true),
