@@ -205,14 +205,39 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_REVALIDATE_INTERVAL", default_value_t = 30_000)]
     pub revalidate_interval: u64,
 
-    /// Open connections beyond which new handshakes get HTTP 503 (clients retry with backoff).
-    /// Keep it under the process's open-file limit. 0: no limit.
+    /// Open connections allowed at once (WebSockets and HTTP connections alike): more are
+    /// refused at accept, and handshakes beyond it in sessions get HTTP 503. 0: the open-file
+    /// limit (raised to its hard limit at start) minus 128 descriptors kept for Redis, the admin
+    /// listener and logs.
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
 
-    /// Bytes queued for one client before it is disconnected as a slow consumer.
-    #[arg(long, env = "WSGATE_MAX_QUEUE_BYTES", default_value_t = 1 << 20)]
+    /// Connections from one address that have not yet sent a complete request (slowloris
+    /// guard). Behind a proxy every connection comes from the proxy's address: proxies send
+    /// complete requests at once, so the default still fits; 0 disables it.
+    #[arg(long, env = "WSGATE_MAX_PENDING_PER_IP", default_value_t = 64)]
+    pub max_pending_per_ip: usize,
+
+    /// Milliseconds a client has to send a request's headers (each request of a keep-alive
+    /// connection, the WebSocket handshake included), and a polling POST its body.
+    #[arg(long, env = "WSGATE_HANDSHAKE_TIMEOUT", default_value_t = 10_000)]
+    pub handshake_timeout: u64,
+
+    /// Serve /healthz and /metrics on this second address as well, outside --max-connections,
+    /// so they answer when the public port is saturated; /metrics is then served there only.
+    #[arg(long, env = "WSGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Hard cap on the bytes queued for one client: a queue past it is disconnected, a single
+    /// larger message is dropped for that client (counted). Far above one message: slow clients
+    /// are caught by --slow-consumer-timeout first.
+    #[arg(long, env = "WSGATE_MAX_QUEUE_BYTES", default_value_t = 16 << 20)]
     pub max_queue_bytes: usize,
+
+    /// Milliseconds a client's writes may stay blocked (it does not read) before it is
+    /// disconnected as a slow consumer.
+    #[arg(long, env = "WSGATE_SLOW_CONSUMER_TIMEOUT", default_value_t = 10_000)]
+    pub slow_consumer_timeout: u64,
 
     /// Transports served, comma-separated. The official client starts with polling and upgrades
     /// to WebSocket; polling needs a sticky load balancer (nginx ip_hash, or --sticky-cookie).
@@ -225,6 +250,11 @@ pub struct ServeArgs {
         default_value = "polling,websocket"
     )]
     pub transports: Vec<Transport>,
+
+    /// Believe the X-Forwarded-Proto header of a proxy in front (TLS terminated there) for the
+    /// scheme of the same-origin check. Only with a proxy that sets it on every request.
+    #[arg(long, env = "WSGATE_TRUST_PROXY")]
+    pub trust_proxy: bool,
 
     /// Set a cookie of this name to the Engine.IO session id on every handshake (engine.io's
     /// `cookie` option, e.g. `io`), for load balancers that pin a session to a node by cookie.
@@ -269,7 +299,7 @@ pub enum ConfigError {
     BadPath(String),
     #[error("--user-path {0:?} must be a JSON pointer starting with '/' (e.g. /passport/user)")]
     BadUserPath(String),
-    #[error("--ping-interval, --ping-timeout, --connect-timeout and --max-payload must be positive")]
+    #[error("--ping-interval, --ping-timeout, --connect-timeout, --handshake-timeout, --slow-consumer-timeout and --max-payload must be positive")]
     ZeroLimit,
     #[error("--transports must name at least one of polling, websocket")]
     NoTransport,
@@ -306,6 +336,7 @@ impl ServeArgs {
             max_queue_bytes: self.max_queue_bytes,
             connect_timeout: Duration::from_millis(self.connect_timeout),
             upgrade_timeout: Duration::from_millis(self.upgrade_timeout),
+            slow_consumer_timeout: Duration::from_millis(self.slow_consumer_timeout),
         }
     }
 
@@ -323,6 +354,8 @@ impl ServeArgs {
             self.ping_interval,
             self.ping_timeout,
             self.connect_timeout,
+            self.handshake_timeout,
+            self.slow_consumer_timeout,
             self.max_payload as u64,
         ]
         .contains(&0)
@@ -392,8 +425,16 @@ impl ServeArgs {
             origins: OriginPolicy::new(self.allowed_origins.clone()),
             reject_at_upgrade: self.reject_at_upgrade,
             max_connections: (self.max_connections > 0).then_some(self.max_connections),
+            max_pending_per_ip: if self.max_pending_per_ip == 0 {
+                usize::MAX
+            } else {
+                self.max_pending_per_ip
+            },
+            handshake_timeout: Duration::from_millis(self.handshake_timeout),
+            admin_listen: self.admin_listen,
             transports: self.transports.iter().map(|t| t.kind()).collect(),
             sticky_cookie: self.sticky_cookie.clone(),
+            trust_proxy: self.trust_proxy,
         };
         Ok((gateway, http, cluster))
     }

@@ -7,6 +7,7 @@
 
 use crate::auth::OriginPolicy;
 use crate::gateway::{parse_query, Gateway, Handshake, PendingAuth};
+use crate::listener::ConnectionSlot;
 use crate::protocol::engineio::{check_handshake, HandshakeError, TransportKind};
 use crate::protocol::new_id;
 use crate::transport::{CloseReason, PollError, SessionHandle, TransportConfig};
@@ -17,6 +18,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::Extension;
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,13 +32,24 @@ pub struct HttpOptions {
     pub origins: OriginPolicy,
     /// Refuse anonymous handshakes with HTTP 401 instead of a CONNECT_ERROR after the upgrade.
     pub reject_at_upgrade: bool,
-    /// Open sessions beyond which handshakes get HTTP 503 (`None`: no limit).
+    /// Open connections (and sessions) allowed at once; connections beyond are refused at
+    /// accept, handshakes beyond get HTTP 503. `None`: the open-file limit minus a reserve.
     pub max_connections: Option<usize>,
+    /// Connections from one address that have not yet sent a complete request.
+    pub max_pending_per_ip: usize,
+    /// Time a client has to send a request's headers, and a POST its body.
+    pub handshake_timeout: std::time::Duration,
+    /// A second listener for `/healthz` and `/metrics`, outside the connection cap; `/metrics`
+    /// is then served there only.
+    pub admin_listen: Option<SocketAddr>,
     /// The transports served. Sessions opened over polling may upgrade when WebSocket is served.
     pub transports: Vec<TransportKind>,
     /// engine.io's `cookie` option: a cookie of this name is set to the session id on every
     /// handshake, for load balancers that keep a session on one node by cookie.
     pub sticky_cookie: Option<String>,
+    /// Believe `X-Forwarded-Proto` (set by a proxy that terminates TLS) for the scheme of the
+    /// same-origin check. Off: every request is plain http, as wsgate itself serves.
+    pub trust_proxy: bool,
 }
 
 impl Default for HttpOptions {
@@ -48,6 +61,10 @@ impl Default for HttpOptions {
             max_connections: None,
             transports: vec![TransportKind::Polling, TransportKind::WebSocket],
             sticky_cookie: None,
+            trust_proxy: false,
+            max_pending_per_ip: 64,
+            handshake_timeout: std::time::Duration::from_secs(10),
+            admin_listen: None,
         }
     }
 }
@@ -59,23 +76,32 @@ struct AppState {
     refusal_logged: AtomicU64,
 }
 
-pub fn router(gateway: Arc<Gateway>, options: HttpOptions) -> Router {
+/// The routes of the main listener, and those of the admin listener (`/healthz`, `/metrics`).
+/// Without `admin_listen`, the main listener serves `/metrics` too.
+pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) {
     let path = options.path.clone();
+    let separate_admin = options.admin_listen.is_some();
     let state = Arc::new(AppState {
         gateway,
         options,
         refusal_logged: AtomicU64::new(0),
     });
-    let mut router = Router::new()
-        .route(&path, any(socket_endpoint))
+    let admin = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .with_state(state.clone());
+    let mut main = Router::new()
+        .route(&path, any(socket_endpoint))
+        .route("/healthz", get(|| async { "ok" }));
+    if !separate_admin {
+        main = main.route("/metrics", get(metrics));
+    }
     // engine.io matches `/socket.io` as well as `/socket.io/`.
     let trimmed = path.trim_end_matches('/');
     if !trimmed.is_empty() && trimmed != path {
-        router = router.route(trimmed, any(socket_endpoint));
+        main = main.route(trimmed, any(socket_endpoint));
     }
-    router.with_state(state)
+    (main.with_state(state), admin)
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -115,6 +141,10 @@ struct Request {
     headers: HeaderMap,
     /// `None`: no Origin header.
     origin: Option<String>,
+    /// The scheme the browser used: `http`, or with `--trust-proxy` what `X-Forwarded-Proto` says.
+    scheme: &'static str,
+    /// The connection's place under the connection cap; an upgraded WebSocket keeps it.
+    slot: Option<ConnectionSlot>,
 }
 
 impl Request {
@@ -123,7 +153,7 @@ impl Request {
     }
 
     fn origin_allowed(&self, policy: &OriginPolicy) -> bool {
-        policy.allows(self.origin.as_deref(), self.header(header::HOST))
+        policy.allows(self.origin.as_deref(), self.header(header::HOST), self.scheme)
     }
 }
 
@@ -152,12 +182,15 @@ impl AppState {
     }
 }
 
+// One extractor per part of the request axum hands over.
+#[allow(clippy::too_many_arguments)]
 async fn socket_endpoint(
     State(state): State<Arc<AppState>>,
     method: Method,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
+    slot: Option<Extension<ConnectionSlot>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     body: Body,
 ) -> Response {
@@ -171,12 +204,26 @@ async fn socket_endpoint(
             return handshake_error(HandshakeError::Forbidden);
         }
     };
+    let forwarded_https = || {
+        headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    };
+    let scheme = if state.options.trust_proxy && forwarded_https() {
+        "https"
+    } else {
+        "http"
+    };
     let req = Request {
         method,
         peer,
         uri,
         headers,
         origin,
+        scheme,
+        slot: slot.map(|Extension(slot)| slot),
     };
     let mut response = if req.method == Method::OPTIONS {
         preflight(&state, &req)
@@ -243,7 +290,9 @@ async fn route(
         None => {
             let checked = check_handshake(transport, param("EIO"), req.method == Method::GET, upgrade.is_ok());
             match checked {
-                Ok(()) => new_session(state, req, transport, upgrade).await,
+                // Boxed: its state (the session lookup) is large, and a pending polling GET
+                // should not carry that much room while it waits.
+                Ok(()) => Box::pin(new_session(state, req, transport, upgrade)).await,
                 Err(err) => {
                     state.gateway.metrics.inc("wsgate_handshakes_total", "bad_request");
                     handshake_error(err)
@@ -316,11 +365,11 @@ async fn new_session(
     let mut response = match (transport, upgrade) {
         (TransportKind::WebSocket, Ok(upgrade)) => {
             gateway.metrics.inc("wsgate_handshakes_total", "upgraded");
-            configure(upgrade, gateway.transport()).on_upgrade(move |ws| async move {
-                match engine.open_websocket(ws, sid).await {
-                    Ok(session) => gateway.serve(session, handshake, pending).await,
-                    Err(reason) => gateway.metrics.inc("wsgate_disconnects_total", reason.as_str()),
-                }
+            // The connection's place under the cap lives as long as the session.
+            let held = req.slot.clone().map(|slot| Box::new(slot) as crate::transport::Held);
+            configure(upgrade, gateway.transport()).on_upgrade(move |ws| {
+                let session = engine.open_websocket(ws, sid, held);
+                gateway.serve(session, handshake, pending)
             })
         }
         (TransportKind::WebSocket, Err(_)) => handshake_error(HandshakeError::BadRequest),
@@ -370,19 +419,25 @@ async fn existing_session(
         return handshake_error(HandshakeError::Forbidden);
     }
     match (transport, upgrade) {
-        (TransportKind::WebSocket, Ok(upgrade)) => upgrade_session(state, session, upgrade),
+        (TransportKind::WebSocket, Ok(upgrade)) => upgrade_session(state, session, upgrade, req.slot.clone()),
         (TransportKind::WebSocket, Err(_)) => handshake_error(HandshakeError::BadRequest),
         (TransportKind::Polling, _) => poll(state, req, session, body).await,
     }
 }
 
 /// The WebSocket of a polling session's upgrade (or a second one, which is closed at once).
-fn upgrade_session(state: &Arc<AppState>, session: SessionHandle, upgrade: WebSocketUpgrade) -> Response {
+fn upgrade_session(
+    state: &Arc<AppState>,
+    session: SessionHandle,
+    upgrade: WebSocketUpgrade,
+    slot: Option<ConnectionSlot>,
+) -> Response {
     let metrics = state.gateway.metrics.clone();
     let timeout = state.gateway.transport().upgrade_timeout;
     configure(upgrade, state.gateway.transport()).on_upgrade(move |ws| async move {
         let outcome = match session.polling {
-            Some(polling) => polling.upgrade(ws, timeout).await,
+            // The connection's place under the cap moves with the WebSocket into the session.
+            Some(polling) => polling.upgrade(ws, timeout, Box::new(slot)).await,
             None => {
                 drop(ws);
                 Err("not_polling")
@@ -410,9 +465,14 @@ async fn poll(state: &Arc<AppState>, req: &Request, session: SessionHandle, body
             }
             let max = state.gateway.transport().max_payload;
             let declared = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+            // A body that trickles in is cut off like slow headers.
+            let timeout = state.options.handshake_timeout;
             let body = match declared {
                 Some(len) if len > max as u64 => None,
-                _ => axum::body::to_bytes(body, max).await.ok(),
+                _ => tokio::time::timeout(timeout, axum::body::to_bytes(body, max))
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
             };
             let Some(body) = body else {
                 polling.fail(CloseReason::PayloadTooLarge);

@@ -11,13 +11,15 @@
 //! - [`gateway`]: namespaces, sockets, rooms, connect policy.
 //! - [`cluster`]: the Redis adapter, wire-compatible with `@socket.io/redis-adapter` and
 //!   `@socket.io/redis-emitter`; [`cluster::Emitter`] publishes from any process.
-//! - [`http`], [`config`] and the binary sit on top.
+//! - [`http`] (routes), [`listener`] (accepting connections, admission), [`config`] and the
+//!   binary sit on top.
 
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod protocol;
 pub mod transport;
@@ -26,8 +28,6 @@ use gateway::{Gateway, GatewayConfig};
 use http::HttpOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Where the cluster adapter talks to Redis.
 pub struct ClusterOptions {
@@ -38,14 +38,19 @@ pub struct ClusterOptions {
     pub prefix: String,
 }
 
-/// A running gateway: an HTTP listener serving the Socket.IO endpoint.
+/// A running gateway: an HTTP listener serving the Socket.IO endpoint (and optionally a second
+/// one for `/healthz` and `/metrics`).
 pub struct Server {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     gateway: Arc<Gateway>,
     cluster: Option<Arc<cluster::Cluster>>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
+    listeners: Vec<listener::Listener>,
 }
+
+/// Descriptors kept free beyond the connection cap when it is derived from the open-file limit:
+/// Redis connections, the admin listener, log files.
+const DESCRIPTOR_RESERVE: u64 = 128;
 
 impl Server {
     /// Binds `addr` (port 0 picks a free port) and starts serving; with `cluster`, the node also
@@ -53,49 +58,55 @@ impl Server {
     pub async fn start(
         addr: SocketAddr,
         config: GatewayConfig,
-        http: HttpOptions,
+        mut http: HttpOptions,
         cluster: Option<ClusterOptions>,
     ) -> std::io::Result<Server> {
-        // A deep accept queue: reconnect storms otherwise overflow the default (1024) and clients
-        // wait a full SYN retransmit (1 s). The kernel caps it at net.core.somaxconn.
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
+        // Without an explicit cap, stay below the open-file limit with room to spare, so a flood
+        // of connections cannot take the descriptors Redis and the admin listener need.
+        let open_files = listener::raise_open_file_limit();
+        let max_connections = http
+            .max_connections
+            .unwrap_or_else(|| open_files.map_or(16_000, |n| n.saturating_sub(DESCRIPTOR_RESERVE).max(16)) as usize);
+        http.max_connections = Some(max_connections);
+        let limits = listener::Limits {
+            max_connections,
+            max_pending_per_ip: http.max_pending_per_ip,
+            header_timeout: http.handshake_timeout,
         };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        let listener = socket.listen(4096)?;
-        let local_addr = listener.local_addr()?;
+        let admin_listen = http.admin_listen;
         let gateway = Gateway::new(config);
         let cluster = cluster.map(|c| cluster::Cluster::start(gateway.clone(), c.redis, c.publisher, &c.prefix));
-        let app = http::router(gateway.clone(), http).into_make_service_with_connect_info::<SocketAddr>();
-        // No Nagle: two small frames in a row (a CONNECT reply, then an emit) would otherwise wait
-        // for the client's delayed ACK, 40 ms. Node sets the same (`noDelay`).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "TCP_NODELAY not set");
-            }
-        });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let metrics = gateway.metrics.clone();
+        let (app, admin) = http::routers(gateway.clone(), http);
+        let main = listener::Listener::start(addr, app, limits.clone(), metrics.clone())?;
+        let local_addr = main.local_addr;
+        let mut listeners = vec![main];
+        let mut admin_addr = None;
+        if let Some(admin_listen) = admin_listen {
+            let admin_limits = listener::Limits {
+                max_connections: 64,
+                ..limits
+            };
+            let admin = listener::Listener::start(admin_listen, admin, admin_limits, metrics)?;
+            admin_addr = Some(admin.local_addr);
+            listeners.push(admin);
+        }
         Ok(Server {
             local_addr,
+            admin_addr,
             gateway,
             cluster,
-            stop,
-            task,
+            listeners,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of `/healthz` and `/metrics` when they have a listener of their own.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -107,10 +118,11 @@ impl Server {
         self.cluster.as_ref()
     }
 
-    /// Disconnects every client, stops accepting, and waits for the listener to finish.
+    /// Disconnects every client, stops accepting, and waits for the listeners to finish.
     pub async fn shutdown(self) {
         self.gateway.close_all();
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+        for listener in self.listeners {
+            listener.shutdown(std::time::Duration::from_secs(5)).await;
+        }
     }
 }

@@ -28,6 +28,14 @@ const FAMILIES: &[(&str, &str)] = &[
         "Handshakes by outcome (upgraded: a WebSocket session, polling: a polling session)",
     ),
     (
+        "wsgate_accept_errors_total",
+        "Failed accepts (out_of_descriptors: the open-file limit is reached)",
+    ),
+    (
+        "wsgate_connections_refused_total",
+        "Connections closed at accept, by limit (max_connections, pending_per_ip)",
+    ),
+    (
         "wsgate_polling_refused_total",
         "Requests on an existing session refused, by reason (unknown_sid hints at a balancer that is not sticky)",
     ),
@@ -79,7 +87,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let unlabelled: [(&str, &str, &str, i64); 4] = [
+        let unlabelled: [(&str, &str, &str, i64); 5] = [
             (
                 "wsgate_connections",
                 "gauge",
@@ -97,6 +105,12 @@ impl Metrics {
                 "counter",
                 "Packets queued to local sockets by broadcasts (from any node, emitter or this one)",
                 self.broadcast_deliveries.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "wsgate_oversized_drops_total",
+                "counter",
+                "Messages dropped for one client because each alone was larger than --max-queue-bytes",
+                crate::transport::OVERSIZED_DROPS.load(Ordering::Relaxed) as i64,
             ),
             (
                 "wsgate_redis_pubsub_up",

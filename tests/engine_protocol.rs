@@ -366,23 +366,53 @@ fn deploy_env_example_only_uses_real_flags() {
 }
 
 #[tokio::test]
-async fn max_connections_refuses_handshakes_with_503() {
+async fn max_connections_caps_connections_at_accept_and_sessions_with_503() {
     let (_redis, server, cookie) = setup(&["--max-connections", "2"]).await;
     let addr = server.local_addr();
     let (_a, _) = Client::connect_as(addr, &cookie).await;
     let (mut b, _) = Client::connect_as(addr, &cookie).await;
-    let (status, body) = Client::open(addr, &[("cookie", &cookie)]).await.err().expect("refused");
+    // A third connection is closed at accept, before any byte is read.
+    assert!(closed_at_accept(addr).await, "a connection over the cap is closed");
     assert_eq!(
-        (status, body.as_str()),
-        (503, r#"{"code":4,"message":"Server at capacity"}"#)
+        server
+            .gateway()
+            .metrics
+            .get("wsgate_connections_refused_total", "max_connections"),
+        1
     );
     // A slot frees when a client leaves.
     b.send("1").await;
     b.closed().await;
     eventually("one connection left", || server.gateway().connection_count() == 1).await;
     let (_c, _) = Client::connect_as(addr, &cookie).await;
+
+    // Sessions count too: polling sessions outlive their requests' connections, and a
+    // handshake beyond the cap gets engine.io's 503 so the client backs off.
+    let (_redis, server, _) = setup(&["--max-connections", "2"]).await;
+    let addr = server.local_addr();
+    for _ in 0..2 {
+        assert_eq!(
+            http(addr, "GET", "/socket.io/?EIO=4&transport=polling", &[]).await.0,
+            200
+        );
+    }
+    assert_eq!(
+        http(addr, "GET", "/socket.io/?EIO=4&transport=polling", &[]).await,
+        (503, r#"{"code":4,"message":"Server at capacity"}"#.to_string())
+    );
     assert_eq!(
         server.gateway().metrics.get("wsgate_handshakes_total", "over_capacity"),
         1
     );
+}
+
+/// Whether the server closes a fresh TCP connection without answering anything.
+async fn closed_at_accept(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
 }

@@ -2,7 +2,9 @@
 //!
 //! CORS does not apply to a WebSocket upgrade and browsers attach cookies to it, so any page on
 //! any site could open a socket as the logged-in user. Browsers always send `Origin` on a
-//! WebSocket handshake; a request without one comes from a non-browser client.
+//! WebSocket handshake and on cross-origin requests; a request without one comes from a
+//! non-browser client or from the same origin. Anything doubtful is refused: an origin is the
+//! same only when scheme, host and port all match the request's.
 
 /// Which origins may open sockets.
 #[derive(Debug, Clone, Default)]
@@ -18,8 +20,9 @@ impl OriginPolicy {
         }
     }
 
-    /// Whether a handshake with these `Origin` and `Host` headers may proceed.
-    pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+    /// Whether a request with these `Origin` and `Host` headers, made over `scheme` (`http` or
+    /// `https`, as the browser used it), may proceed.
+    pub fn allows(&self, origin: Option<&str>, host: Option<&str>, scheme: &str) -> bool {
         let Some(origin) = origin else {
             return true;
         };
@@ -27,12 +30,16 @@ impl OriginPolicy {
         if !self.allowed.is_empty() {
             return self.allowed.contains(&origin);
         }
-        let Some((scheme, authority)) = origin.split_once("://") else {
+        let Some((origin_scheme, authority)) = origin.split_once("://") else {
             return false; // "null" and other opaque origins
         };
+        if origin_scheme != scheme.to_ascii_lowercase() {
+            return false;
+        }
         match host {
             Some(host) => {
-                strip_default_port(scheme, authority) == strip_default_port(scheme, &host.to_ascii_lowercase())
+                strip_default_port(origin_scheme, authority)
+                    == strip_default_port(origin_scheme, &host.to_ascii_lowercase())
             }
             None => false,
         }
@@ -59,26 +66,32 @@ mod tests {
     #[test]
     fn same_origin_without_allow_list() {
         let p = OriginPolicy::default();
-        assert!(p.allows(None, Some("gw:3000")), "non-browser clients send no Origin");
-        assert!(p.allows(Some("http://gw:3000"), Some("gw:3000")));
-        assert!(p.allows(Some("http://GW:3000"), Some("gw:3000")));
-        assert!(p.allows(Some("https://app.test"), Some("app.test:443")));
-        assert!(p.allows(Some("http://app.test"), Some("app.test")));
-        assert!(!p.allows(Some("http://evil.test"), Some("gw:3000")));
-        assert!(!p.allows(Some("http://gw:3001"), Some("gw:3000")));
-        assert!(!p.allows(Some("null"), Some("gw:3000")));
-        assert!(!p.allows(Some("http://gw:3000"), None));
+        assert!(
+            p.allows(None, Some("gw:3000"), "http"),
+            "non-browser clients send no Origin"
+        );
+        assert!(p.allows(Some("http://gw:3000"), Some("gw:3000"), "http"));
+        assert!(p.allows(Some("http://GW:3000"), Some("gw:3000"), "http"));
+        assert!(p.allows(Some("https://app.test"), Some("app.test:443"), "https"));
+        assert!(p.allows(Some("http://app.test"), Some("app.test"), "http"));
+        assert!(!p.allows(Some("http://evil.test"), Some("gw:3000"), "http"));
+        assert!(!p.allows(Some("http://gw:3001"), Some("gw:3000"), "http"));
+        assert!(!p.allows(Some("null"), Some("gw:3000"), "http"));
+        assert!(!p.allows(Some("http://gw:3000"), None, "http"));
+        // The scheme is part of the origin: an https page is not the same origin as http.
+        assert!(!p.allows(Some("https://gw:3000"), Some("gw:3000"), "http"));
+        assert!(!p.allows(Some("http://gw:3000"), Some("gw:3000"), "https"));
     }
 
     #[test]
     fn allow_list_is_exact() {
         let p = OriginPolicy::new(["https://app.test/".to_string(), "http://localhost:8080".to_string()]);
-        assert!(p.allows(Some("https://app.test"), Some("gw.test")));
-        assert!(p.allows(Some("http://localhost:8080"), Some("gw.test")));
-        assert!(!p.allows(Some("https://app.test.evil.test"), Some("gw.test")));
-        assert!(!p.allows(Some("http://app.test"), Some("gw.test")));
+        assert!(p.allows(Some("https://app.test"), Some("gw.test"), "http"));
+        assert!(p.allows(Some("http://localhost:8080"), Some("gw.test"), "http"));
+        assert!(!p.allows(Some("https://app.test.evil.test"), Some("gw.test"), "http"));
+        assert!(!p.allows(Some("http://app.test"), Some("gw.test"), "http"));
         assert!(
-            !p.allows(Some("https://gw.test"), Some("gw.test")),
+            !p.allows(Some("https://gw.test"), Some("gw.test"), "https"),
             "the list replaces same-origin"
         );
     }

@@ -166,6 +166,14 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// The packet whose attachments are arriving: its namespace and the attachment bytes
+    /// received so far.
+    pub fn pending(&self) -> Option<(&str, usize)> {
+        self.pending
+            .as_ref()
+            .map(|(packet, _)| (packet.nsp.as_str(), packet.attachments.iter().map(Bytes::len).sum()))
+    }
+
     /// Decodes a text message. `Ok(None)`: a binary packet header; its attachments follow.
     pub fn decode_text(&mut self, text: &str) -> Result<Option<Packet>, DecodeError> {
         if self.pending.is_some() {

@@ -15,8 +15,8 @@ mod polling;
 mod session;
 mod websocket;
 
-pub use outbox::{Frame, Outbox};
-pub use polling::{PollError, PollingSession};
+pub use outbox::{Frame, Outbox, OVERSIZED_DROPS};
+pub use polling::{Held, PollError, PollingSession};
 pub use session::{EngineSession, Inbound};
 
 use crate::protocol::engineio::{OpenPacket, TransportKind};
@@ -32,8 +32,11 @@ pub struct TransportConfig {
     /// Largest message (WebSocket) or `POST` body (polling) accepted from a client, in bytes
     /// (`maxPayload`).
     pub max_payload: usize,
-    /// Most bytes queued for one client before it is closed as a slow consumer.
+    /// Hard cap on the bytes queued for one client: a queue past it closes the session, a
+    /// single larger message is dropped for that client.
     pub max_queue_bytes: usize,
+    /// A client whose writes stay blocked this long is closed as a slow consumer.
+    pub slow_consumer_timeout: Duration,
     /// A session that connects no namespace in this time is closed.
     pub connect_timeout: Duration,
     /// How long a polling client has to finish an upgrade once its WebSocket is open
@@ -47,7 +50,8 @@ impl Default for TransportConfig {
             ping_interval: Duration::from_millis(25_000),
             ping_timeout: Duration::from_millis(20_000),
             max_payload: 1_000_000,
-            max_queue_bytes: 1 << 20,
+            max_queue_bytes: 16 << 20,
+            slow_consumer_timeout: Duration::from_millis(10_000),
             connect_timeout: Duration::from_millis(45_000),
             upgrade_timeout: Duration::from_millis(10_000),
         }
@@ -72,7 +76,8 @@ pub enum CloseReason {
     PayloadTooLarge,
     /// A packet that is not valid Engine.IO or Socket.IO.
     ParseError,
-    /// The client does not read fast enough: its outbound queue or a write hit its limit.
+    /// The client does not read: its writes stayed blocked for the slow-consumer timeout, or its
+    /// queue passed the hard cap.
     SlowConsumer,
     /// The server disconnected it (a CONNECT_ERROR on auth, an admin or cluster disconnect).
     ServerDisconnect,

@@ -1,16 +1,25 @@
 //! The outbound queue of one Engine.IO session, bounded in bytes, whatever transport drains it.
 //!
-//! Anyone may push (the connection's own task, a broadcast on another task, a cluster request);
-//! only the connection task drains it. An empty outbox allocates nothing, which matters at
-//! hundreds of thousands of idle connections. A client that stops reading fills its outbox; at
-//! the limit the connection is closed as a slow consumer rather than let memory grow.
+//! Anyone may push (the session's own task, a broadcast on another task, a cluster request);
+//! only the session task drains it. An empty outbox allocates nothing, which matters at
+//! hundreds of thousands of idle connections.
+//!
+//! The byte limit is a hard cap far above one message, not a burst limit: a client reading
+//! normally keeps up with any burst its transport can carry, and one that stops reading is
+//! caught by time (the transport's slow-consumer timeout) long before. Only a client whose queue
+//! still passes the cap is closed; a single message larger than the cap is dropped for that
+//! client alone and counted in [`OVERSIZED_DROPS`].
 
 use super::CloseReason;
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
+
+/// Messages dropped for one client because each alone was larger than its queue's cap.
+pub static OVERSIZED_DROPS: AtomicU64 = AtomicU64::new(0);
 
 /// One WebSocket frame. Cloning is cheap (reference-counted), so a broadcast encodes once.
 #[derive(Debug, Clone)]
@@ -52,8 +61,8 @@ impl Outbox {
     }
 
     /// Queues frames that must arrive together (a packet and its attachments). Returns false,
-    /// queuing nothing, when the connection is closing; a push over the byte limit closes it as
-    /// a slow consumer.
+    /// queuing nothing, when the connection is closing or the message alone is larger than the
+    /// cap; a push that takes the queue over the cap closes the connection as a slow consumer.
     pub fn push(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
         let mut state = self.state.lock();
         if state.closing.is_some() {
@@ -61,6 +70,10 @@ impl Outbox {
         }
         let frames: Vec<Frame> = frames.into_iter().collect();
         let size: usize = frames.iter().map(Frame::len).sum();
+        if size > self.max_bytes {
+            OVERSIZED_DROPS.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         if state.bytes + size > self.max_bytes {
             state.closing = Some(CloseReason::SlowConsumer);
             state.frames.clear();
@@ -113,6 +126,16 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_message_over_the_cap_is_dropped_not_fatal() {
+        let outbox = Outbox::new(10);
+        let before = OVERSIZED_DROPS.load(Ordering::Relaxed);
+        assert!(!outbox.push([Frame::Text("12345678901".into())]));
+        assert!(OVERSIZED_DROPS.load(Ordering::Relaxed) > before);
+        assert!(!outbox.is_closing(), "the client stays connected");
+        assert!(outbox.push([Frame::Text("1234567890".into())]));
+    }
 
     #[test]
     fn over_the_byte_limit_the_connection_closes_as_slow() {

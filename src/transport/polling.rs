@@ -26,6 +26,9 @@ use tokio::time::Instant;
 const NOOP: &str = "6";
 const CLOSE: &str = "1";
 
+/// Whatever must live as long as a WebSocket (its connection's place under the connection cap).
+pub type Held = Box<dyn std::any::Any + Send + Sync>;
+
 /// Why a polling request is refused. Each maps to one engine.io error response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PollError {
@@ -88,8 +91,8 @@ struct Slots {
     post_busy: bool,
     /// The HTTP side decided the session must end (a request that breaks the rules).
     failure: Option<CloseReason>,
-    /// The probed WebSocket, once the client sent `5`.
-    websocket: Option<Box<WebSocket>>,
+    /// The probed WebSocket, once the client sent `5`, with what must live as long as it.
+    websocket: Option<(Box<WebSocket>, Held)>,
 }
 
 impl Slots {
@@ -178,7 +181,12 @@ impl PollingSession {
     /// Serves a WebSocket opened with this session's id: `2probe` → `3probe`, then `5` moves the
     /// session onto it. Anything else, or no `5` within `timeout`, closes that WebSocket and the
     /// session stays on polling. Returns why the upgrade did not happen.
-    pub async fn upgrade(self: Arc<Self>, mut ws: WebSocket, timeout: Duration) -> Result<(), &'static str> {
+    pub async fn upgrade(
+        self: Arc<Self>,
+        mut ws: WebSocket,
+        timeout: Duration,
+        held: Held,
+    ) -> Result<(), &'static str> {
         let probing = {
             let mut slots = self.slots.lock();
             let probing = slots.phase == Phase::Polling;
@@ -213,7 +221,7 @@ impl PollingSession {
             let mut slots = self.slots.lock();
             match probed {
                 Ok(Some(())) if slots.phase == Phase::Upgrading => {
-                    slots.websocket = Some(Box::new(ws));
+                    slots.websocket = Some((Box::new(ws), held));
                     None
                 }
                 _ => {
@@ -262,7 +270,7 @@ pub(super) struct PollingCarrier {
 /// What the session task does next.
 pub(super) enum PollingStep {
     Packet(PayloadPacket),
-    Upgraded(Box<WebSocket>),
+    Upgraded(Box<WebSocket>, Held),
     /// Nothing to do until the session is woken (or a timer fires).
     Wait(Arc<PollingSession>),
 }
@@ -286,12 +294,12 @@ impl PollingCarrier {
             if let Some(reason) = slots.failure {
                 return Err(reason);
             }
-            if let Some(ws) = slots.websocket.take() {
+            if let Some((ws, held)) = slots.websocket.take() {
                 slots.phase = Phase::Upgraded;
                 if let Some(get) = slots.get.take() {
                     let _ = get.send(NOOP.into());
                 }
-                return Ok(PollingStep::Upgraded(ws));
+                return Ok(PollingStep::Upgraded(ws, held));
             }
             if let Some(post) = slots.post.take() {
                 self.post = Some(post);

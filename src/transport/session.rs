@@ -47,6 +47,8 @@ pub struct EngineSession {
     engine: Arc<Engine>,
     pub(super) outbox: Arc<Outbox>,
     pub(super) carrier: Carrier,
+    /// Kept for as long as the session lives (its connection's place under the connection cap).
+    pub(super) held: Option<super::polling::Held>,
     heartbeat: Heartbeat,
     connect_deadline: Option<Instant>,
 }
@@ -72,6 +74,7 @@ impl EngineSession {
             engine: engine.clone(),
             outbox,
             carrier,
+            held: None,
             heartbeat: Heartbeat::PingAt(now + engine.config.ping_interval),
             connect_deadline: Some(now + engine.config.connect_timeout),
         }
@@ -109,9 +112,10 @@ impl EngineSession {
                         return Ok(message);
                     }
                 }
-                PollingStep::Upgraded(ws) => {
+                PollingStep::Upgraded(ws, held) => {
                     tracing::debug!(engine_sid = %self.sid, "transport upgraded to websocket");
                     self.carrier = Carrier::WebSocket(*ws);
+                    self.held = Some(held);
                 }
                 PollingStep::Wait(shared) => {
                     let (deadline, on_deadline) = self.next_deadline();
@@ -169,7 +173,7 @@ impl EngineSession {
 
     /// Ends the session: what is still queued is delivered when the client is still listening,
     /// then the transport is closed (a close frame, or a close packet to a polling client).
-    pub async fn close(mut self, reason: CloseReason) {
+    pub async fn close(&mut self, reason: CloseReason) {
         self.outbox.close(reason);
         match &mut self.carrier {
             Carrier::WebSocket(_) => self.close_websocket(reason).await,

@@ -3,25 +3,23 @@
 //! deadline, whichever is first).
 
 use super::session::{Carrier, EngineSession};
-use super::{CloseReason, Engine, Frame, Inbound};
+use super::{CloseReason, Engine, Frame, Held, Inbound};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 impl Engine {
-    /// Opens a session on a freshly upgraded WebSocket: sends the open packet (no upgrades: the
-    /// session already has the best transport) and registers the session under `sid`.
-    pub async fn open_websocket(
-        self: &Arc<Self>,
-        mut ws: WebSocket,
-        sid: Arc<str>,
-    ) -> Result<EngineSession, CloseReason> {
+    /// Registers a session on a freshly upgraded WebSocket under `sid`, with its open packet
+    /// (no upgrades: the session already has the best transport) queued first. `held` lives as
+    /// long as the session. Synchronous, so the task serving the session holds only the
+    /// session's own state (an async open step nested before it made every task 1.3 KiB larger).
+    pub fn open_websocket(self: &Arc<Self>, ws: WebSocket, sid: Arc<str>, held: Option<Held>) -> EngineSession {
         let open = self.open_packet(&sid, false);
-        ws.send(Message::Text(open.into()))
-            .await
-            .map_err(|_| CloseReason::TransportError)?;
-        Ok(EngineSession::new(self, sid, Carrier::WebSocket(ws)))
+        let mut session = EngineSession::new(self, sid, Carrier::WebSocket(ws));
+        session.outbox.push([Frame::Text(open.into())]);
+        session.held = held;
+        session
     }
 }
 
@@ -63,11 +61,20 @@ impl EngineSession {
         }
     }
 
-    /// Writes everything queued in one batch. A client that cannot take it within the ping
-    /// timeout is not reading: it is closed rather than allowed to stall this task.
+    /// Delivers what is queued now, on a WebSocket; a polling session's queue waits for its
+    /// next `GET`.
+    pub async fn flush(&mut self) -> Result<(), CloseReason> {
+        match self.carrier {
+            Carrier::WebSocket(_) => self.flush_to_websocket().await,
+            Carrier::Polling(_) => Ok(()),
+        }
+    }
+
+    /// Writes everything queued in one batch. A client that cannot take it within the
+    /// slow-consumer timeout is not reading: it is closed rather than allowed to stall this task.
     async fn flush_to_websocket(&mut self) -> Result<(), CloseReason> {
         let (frames, closing) = self.outbox().drain();
-        let timeout = self.config().ping_timeout;
+        let timeout = self.config().slow_consumer_timeout;
         if !frames.is_empty() {
             let Carrier::WebSocket(ws) = &mut self.carrier else {
                 return Err(CloseReason::TransportError);
@@ -84,16 +91,19 @@ impl EngineSession {
         }
     }
 
-    /// Sends what is still queued (unless the client is the problem), then a close frame.
+    /// Sends what is still queued (unless the client is the problem), then a close frame (a
+    /// slow consumer gets only the close frame, if it still fits).
     pub(super) async fn close_websocket(&mut self, reason: CloseReason) {
-        let polite = !matches!(
-            reason,
-            CloseReason::TransportClose | CloseReason::TransportError | CloseReason::SlowConsumer
-        );
-        if !polite {
+        if matches!(reason, CloseReason::TransportClose | CloseReason::TransportError) {
             return;
         }
         let (frames, _) = self.outbox().drain();
+        let frames = if reason == CloseReason::SlowConsumer {
+            tracing::info!(engine_sid = %self.sid(), "slow consumer: its writes stayed blocked past --slow-consumer-timeout or its queue passed --max-queue-bytes; closing it (code 1008)");
+            Default::default()
+        } else {
+            frames
+        };
         let Carrier::WebSocket(ws) = &mut self.carrier else {
             return;
         };

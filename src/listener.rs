@@ -1,0 +1,275 @@
+//! Accepting TCP connections and serving HTTP/1 (with upgrades) on them, under limits that hold
+//! before a single byte of a request has been read.
+//!
+//! Owns admission: every accepted connection takes a permit of the connection cap
+//! (`--max-connections`) for as long as it lives (a WebSocket keeps the permit of the connection
+//! it was upgraded from, through a [`ConnectionSlot`] in the request's extensions); connections
+//! that have not yet sent a complete request are capped per client address, and their headers
+//! must arrive within the handshake timeout, so slowloris clients cannot pin descriptors or
+//! memory. Accept errors (a full descriptor table above all) are counted and logged, rate-
+//! limited, and back off instead of spinning. Knows nothing of routes: it serves a [`Router`].
+
+use crate::metrics::Metrics;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt as _;
+
+/// Admission limits of one listener.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections open at once (the permit is kept by an upgraded WebSocket).
+    pub max_connections: usize,
+    /// Connections from one address that have not yet sent a complete request.
+    pub max_pending_per_ip: usize,
+    /// Time a client has to send a request's headers (each request of a keep-alive connection).
+    pub header_timeout: Duration,
+}
+
+/// Held by an open connection, and by the WebSocket it was upgraded to: the connection's place
+/// under the cap.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+/// Counts per address of connections that have not sent a complete request yet.
+#[derive(Default)]
+struct PendingPerIp {
+    counts: parking_lot::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place among its address's pending connections; given back once its first
+/// request is complete, or when it closes.
+struct PendingGuard {
+    registry: Arc<PendingPerIp>,
+    ip: IpAddr,
+    released: AtomicBool,
+}
+
+impl PendingPerIp {
+    fn enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PendingGuard> {
+        let mut counts = self.counts.lock();
+        let count = counts.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PendingGuard {
+            registry: self.clone(),
+            ip,
+            released: AtomicBool::new(false),
+        })
+    }
+}
+
+impl PendingGuard {
+    fn release(&self) {
+        if self.released.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut counts = self.registry.counts.lock();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Logs at most one line a minute per kind of event, at warn; the rest go to debug.
+struct RateLimitedLog {
+    minute: AtomicU64,
+}
+
+impl RateLimitedLog {
+    fn first_this_minute(&self) -> bool {
+        let minute = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() / 60)
+            .unwrap_or(0);
+        self.minute.swap(minute, Ordering::Relaxed) != minute
+    }
+}
+
+/// A running accept loop.
+pub struct Listener {
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    /// Closed once the accept loop and every connection task have ended.
+    done: mpsc::Receiver<()>,
+}
+
+impl Listener {
+    /// Binds `addr` with a deep accept queue and serves `router` on it under `limits`.
+    pub fn start(addr: SocketAddr, router: Router, limits: Limits, metrics: Arc<Metrics>) -> std::io::Result<Listener> {
+        // A deep accept queue: reconnect storms otherwise overflow the default (1024) and clients
+        // wait a full SYN retransmit (1 s). The kernel caps it at net.core.somaxconn.
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(4096)?;
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let (done_tx, done) = mpsc::channel(1);
+        tokio::spawn(accept_loop(listener, router, limits, metrics, stopped, done_tx));
+        Ok(Listener { local_addr, stop, done })
+    }
+
+    /// Stops accepting, asks open HTTP connections to finish their request and close, and waits
+    /// up to `wait` for them. Upgraded WebSockets are the gateway's to close.
+    pub async fn shutdown(mut self, wait: Duration) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(wait, self.done.recv()).await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let pending = Arc::new(PendingPerIp::default());
+    let accept_log = RateLimitedLog {
+        minute: AtomicU64::new(0),
+    };
+    let refusal_log = RateLimitedLog {
+        minute: AtomicU64::new(0),
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                let out_of_descriptors = matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                let kind = if out_of_descriptors {
+                    "out_of_descriptors"
+                } else {
+                    "other"
+                };
+                metrics.inc("wsgate_accept_errors_total", kind);
+                if accept_log.first_this_minute() {
+                    tracing::warn!(error = %err, "accept failed; raise the open-file limit or lower --max-connections if it is out of descriptors (logged once a minute)");
+                } else {
+                    tracing::debug!(error = %err, "accept failed");
+                }
+                // The error repeats until a descriptor frees: wait instead of spinning.
+                let pause = if out_of_descriptors { 50 } else { 5 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                continue;
+            }
+        };
+        let refuse = |why: &'static str| {
+            metrics.inc("wsgate_connections_refused_total", why);
+            if refusal_log.first_this_minute() {
+                tracing::warn!(peer = %peer, why, "connection refused at accept (logged once a minute; see wsgate_connections_refused_total)");
+            } else {
+                tracing::debug!(peer = %peer, why, "connection refused at accept");
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refuse("max_connections");
+            continue;
+        };
+        let Some(pending) = pending.enter(peer.ip(), limits.max_pending_per_ip) else {
+            refuse("pending_per_ip");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let slot = ConnectionSlot(Arc::new(permit));
+        tokio::spawn(serve_connection(
+            tcp,
+            peer,
+            router.clone(),
+            slot,
+            pending,
+            limits.header_timeout,
+            stop.clone(),
+            done.clone(),
+        ));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    slot: ConnectionSlot,
+    pending: PendingGuard,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    _done: mpsc::Sender<()>,
+) {
+    let pending = Arc::new(pending);
+    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        // The first request is complete: this connection is no longer a slowloris suspect.
+        pending.release();
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(slot.clone());
+        router.clone().oneshot(request)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit and returns the result (`None`
+/// where it cannot be read).
+pub fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
