@@ -261,6 +261,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_STICKY_COOKIE")]
     pub sticky_cookie: Option<String>,
 
+    /// Milliseconds a broadcast-with-ack from a peer may wait for client acks at most, whatever
+    /// timeout it asks for (each client owes at most 256 acks at once).
+    #[arg(long, env = "WSGATE_MAX_ACK_TIMEOUT", default_value_t = 60_000)]
+    pub max_ack_timeout: u64,
+
     /// Refuse anonymous handshakes with HTTP 401 before upgrading (cheaper under attack; but
     /// browsers then retry forever and cannot tell why).
     #[arg(long, env = "WSGATE_REJECT_AT_UPGRADE")]
@@ -397,6 +402,7 @@ impl ServeArgs {
             redis: self.redis_client()?,
             publisher: redis.clone(),
             prefix: self.redis.adapter_key.clone(),
+            max_ack_timeout: Duration::from_millis(self.max_ack_timeout),
         };
         let store = SessionStore::new(
             redis,

@@ -36,6 +36,8 @@ pub struct ClusterOptions {
     pub publisher: redis::aio::ConnectionManager,
     /// Key prefix of the adapter channels (`key` of the Node adapter, default `socket.io`).
     pub prefix: String,
+    /// Longest a peer's broadcast-with-ack may keep this node waiting for client acks.
+    pub max_ack_timeout: std::time::Duration,
 }
 
 /// A running gateway: an HTTP listener serving the Socket.IO endpoint (and optionally a second
@@ -75,7 +77,7 @@ impl Server {
         };
         let admin_listen = http.admin_listen;
         let gateway = Gateway::new(config);
-        let cluster = cluster.map(|c| cluster::Cluster::start(gateway.clone(), c.redis, c.publisher, &c.prefix));
+        let cluster = cluster.map(|c| cluster::Cluster::start(gateway.clone(), c));
         let metrics = gateway.metrics.clone();
         let (app, admin) = http::routers(gateway.clone(), http);
         let main = listener::Listener::start(addr, app, limits.clone(), metrics.clone())?;

@@ -37,7 +37,19 @@ pub struct Limits {
 /// Held by an open connection, and by the WebSocket it was upgraded to: the connection's place
 /// under the cap.
 #[derive(Clone)]
-pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<Slot>);
+
+/// A permit of the connection cap, counted in `wsgate_tcp_connections` while it lives.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Counts per address of connections that have not sent a complete request yet.
 #[derive(Default)]
@@ -200,7 +212,11 @@ async fn accept_loop(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let slot = ConnectionSlot(Arc::new(permit));
+        metrics.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        let slot = ConnectionSlot(Arc::new(Slot {
+            _permit: permit,
+            metrics: metrics.clone(),
+        }));
         tokio::spawn(serve_connection(
             tcp,
             peer,

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct Metrics {
     /// Engine connections currently open.
     pub connections: AtomicI64,
+    /// Accepted TCP connections currently open (upgraded WebSockets included).
+    pub tcp_connections: AtomicI64,
     /// Messages received from clients (Engine.IO `message` packets).
     pub messages_in: AtomicU64,
     /// Packets queued to local sockets by broadcasts (one add per broadcast, not per socket).
@@ -87,12 +89,18 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let unlabelled: [(&str, &str, &str, i64); 5] = [
+        let unlabelled: [(&str, &str, &str, i64); 6] = [
             (
                 "wsgate_connections",
                 "gauge",
                 "Open engine connections",
                 self.connections.load(Ordering::Relaxed),
+            ),
+            (
+                "wsgate_tcp_connections",
+                "gauge",
+                "Accepted TCP connections open, under --max-connections (WebSockets included)",
+                self.tcp_connections.load(Ordering::Relaxed),
             ),
             (
                 "wsgate_messages_in_total",

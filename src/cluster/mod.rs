@@ -24,6 +24,11 @@ use tokio::sync::mpsc;
 
 /// How long a BROADCAST-with-ack waits for client acks when the requester set no timeout.
 const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Responses waiting to be published; past this, responses are dropped and counted.
+const RESPONSE_QUEUE: usize = 10_000;
+/// Read-only requests (SOCKETS, ALL_ROOMS, REMOTE_FETCH) built at once off the subscriber task;
+/// more waiting than this are dropped and counted (the requester times out, as with a lost node).
+const READS_IN_FLIGHT: usize = 64;
 /// How often the subscriber connection is pinged, so a dead link is noticed.
 const PING_EVERY: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -50,7 +55,12 @@ pub struct Cluster {
     publisher: redis::aio::ConnectionManager,
     adapters: Vec<NamespaceAdapter>,
     /// Responses are published in order by one task, so CLIENT_COUNT precedes its acks.
-    responses: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    responses: mpsc::Sender<(String, Vec<u8>)>,
+    max_ack_timeout: Duration,
+    /// Read-only requests being answered (bounded by [`READS_IN_FLIGHT`]).
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+    /// One builds a read-only response at a time: the subscriber task never waits for it.
+    read_worker: Arc<tokio::sync::Semaphore>,
 }
 
 /// `uid2(6)`-shaped ids: 6 characters of `[A-Za-z0-9_-]`.
@@ -64,28 +74,32 @@ fn new_uid() -> String {
 
 impl Cluster {
     /// Starts the adapter for every namespace of `gateway` under key prefix `prefix`.
-    pub fn start(
-        gateway: Arc<Gateway>,
-        redis: redis::Client,
-        publisher: redis::aio::ConnectionManager,
-        prefix: &str,
-    ) -> Arc<Cluster> {
+    pub fn start(gateway: Arc<Gateway>, options: crate::ClusterOptions) -> Arc<Cluster> {
+        let crate::ClusterOptions {
+            redis,
+            publisher,
+            prefix,
+            max_ack_timeout,
+        } = options;
         let adapters = gateway
             .namespaces()
             .map(|nsp| NamespaceAdapter {
                 nsp: nsp.clone(),
-                channels: Channels::new(prefix, &nsp.name),
+                channels: Channels::new(&prefix, &nsp.name),
                 // Never "emitter": that uid belongs to the Node emitter.
                 uid: new_uid(),
             })
             .collect();
-        let (responses, queue) = mpsc::unbounded_channel();
+        let (responses, queue) = mpsc::channel(RESPONSE_QUEUE);
         let cluster = Arc::new(Cluster {
             gateway,
             redis,
             publisher,
             adapters,
             responses,
+            max_ack_timeout,
+            reads: Arc::default(),
+            read_worker: Arc::new(tokio::sync::Semaphore::new(1)),
         });
         tokio::spawn(publish_responses(
             cluster.publisher.clone(),
@@ -226,7 +240,7 @@ impl Cluster {
 
     fn on_broadcast(&self, adapter: &NamespaceAdapter, room: &str, payload: &[u8]) {
         // A room channel for a room nobody here is in: nothing to decode (as Node does).
-        if !room.is_empty() && adapter.nsp.members(room).is_empty() {
+        if !room.is_empty() && !adapter.nsp.has_members(room) {
             return;
         }
         let message = match Broadcast::decode(payload) {
@@ -256,7 +270,29 @@ impl Cluster {
     }
 
     fn respond(&self, channel: &str, bytes: Vec<u8>) {
-        let _ = self.responses.send((channel.to_owned(), bytes));
+        respond(&self.responses, &self.gateway, channel.to_owned(), bytes);
+    }
+
+    /// Builds a read-only response off the subscriber task, so a request about every socket of
+    /// a large node does not hold up broadcasts behind it.
+    fn respond_later(&self, build: impl FnOnce() -> Vec<u8> + Send + 'static, channel: &str) {
+        let reads = self.reads.clone();
+        if reads.fetch_add(1, Ordering::Relaxed) >= READS_IN_FLIGHT {
+            reads.fetch_sub(1, Ordering::Relaxed);
+            self.gateway.metrics.inc("wsgate_adapter_dropped_total", "reads_busy");
+            return;
+        }
+        let (responses, gateway, channel) = (self.responses.clone(), self.gateway.clone(), channel.to_owned());
+        let worker = self.read_worker.clone();
+        tokio::spawn(async move {
+            let permit = worker.acquire_owned().await;
+            let bytes = tokio::task::spawn_blocking(build).await;
+            drop(permit);
+            reads.fetch_sub(1, Ordering::Relaxed);
+            if let Ok(bytes) = bytes {
+                respond(&responses, &gateway, channel, bytes);
+            }
+        });
     }
 
     fn on_request(&self, adapter: &NamespaceAdapter, payload: &[u8]) {
@@ -270,6 +306,7 @@ impl Cluster {
         let nsp = &adapter.nsp;
         let response = &adapter.channels.response;
         let selected = |s: &Selector| nsp.select(&s.rooms, &s.except);
+        let (shared, request_id) = (nsp.clone(), request.request_id.clone());
         // The legacy per-socket form: `{sid, room, requestId}`, answered by the node holding sid.
         let legacy = |apply: &dyn Fn(&Arc<Socket>)| {
             if let (Some(socket), Some(id)) = (
@@ -282,18 +319,25 @@ impl Cluster {
         };
         match request.kind {
             RequestType::Sockets => {
-                let Some(id) = &request.request_id else { return };
+                let Some(id) = request_id else { return };
                 let selector = request.selector.clone().unwrap_or(Selector {
                     rooms: request.rooms.clone(),
                     except: vec![],
                 });
-                let ids: Vec<String> = selected(&selector).iter().map(|s| s.id.to_string()).collect();
-                self.respond(response, encode::sockets_response(id, &ids));
+                let build = move || {
+                    let sockets = shared.select(&selector.rooms, &selector.except);
+                    let ids: Vec<String> = sockets.iter().map(|s| s.id.to_string()).collect();
+                    encode::sockets_response(&id, &ids)
+                };
+                self.respond_later(build, response);
             }
             RequestType::AllRooms => {
-                let Some(id) = &request.request_id else { return };
-                let rooms: Vec<String> = nsp.all_rooms().iter().map(|r| r.to_string()).collect();
-                self.respond(response, encode::all_rooms_response(id, &rooms));
+                let Some(id) = request_id else { return };
+                let build = move || {
+                    let rooms: Vec<String> = shared.all_rooms().iter().map(|r| r.to_string()).collect();
+                    encode::all_rooms_response(&id, &rooms)
+                };
+                self.respond_later(build, response);
             }
             RequestType::RemoteJoin => match &request.selector {
                 Some(s) => {
@@ -332,10 +376,13 @@ impl Cluster {
                 None => legacy(&|socket| self.gateway.disconnect(socket, request.close)),
             },
             RequestType::RemoteFetch => {
-                let Some(id) = &request.request_id else { return };
+                let Some(id) = request_id else { return };
                 let selector = request.selector.clone().unwrap_or_default();
-                let sockets = selected(&selector).iter().map(|s| remote_socket(s)).collect();
-                self.respond(response, encode::fetch_response(id, sockets));
+                let build = move || {
+                    let sockets = shared.select(&selector.rooms, &selector.except);
+                    encode::fetch_response(&id, sockets.iter().map(|s| remote_socket(s)).collect())
+                };
+                self.respond_later(build, response);
             }
             RequestType::ServerSideEmit => {
                 if request.uid.as_deref() == Some(adapter.uid.as_str()) {
@@ -362,19 +409,34 @@ impl Cluster {
         if message.uid.as_deref() == Some(adapter.uid.as_str()) {
             return;
         }
-        let timeout = message.timeout_ms().map_or(DEFAULT_ACK_TIMEOUT, Duration::from_millis);
+        // The requester decides how long to wait, up to --max-ack-timeout.
+        let timeout = message
+            .timeout_ms()
+            .map_or(DEFAULT_ACK_TIMEOUT, Duration::from_millis)
+            .min(self.max_ack_timeout);
         let (args, attachments) = adapter::to_client_args(&message.data);
         let packet = Packet::event(&adapter.nsp.name, args, attachments);
-        let response = adapter.channels.response.clone();
-        let responses = self.responses.clone();
+        // One context shared by every socket's handler.
+        let route = Arc::new((
+            self.responses.clone(),
+            self.gateway.clone(),
+            adapter.channels.response.clone(),
+            request_id.clone(),
+        ));
         let make_handler = || {
-            let (responses, response, request_id) = (responses.clone(), response.clone(), request_id.clone());
+            let route = route.clone();
             Box::new(move |args: Vec<Value>, attachments: Vec<bytes::Bytes>| {
+                let (responses, gateway, channel, request_id) = &*route;
                 // Node passes on the first argument of the client's ack.
                 let first = args
                     .first()
                     .map_or(rmpv::Value::Nil, |a| adapter::from_client_value(a, &attachments));
-                let _ = responses.send((response, encode::broadcast_ack(&request_id, first)));
+                respond(
+                    responses,
+                    gateway,
+                    channel.clone(),
+                    encode::broadcast_ack(request_id, first),
+                );
             }) as crate::gateway::AckHandler
         };
         let count = adapter.nsp.broadcast_with_ack(
@@ -417,10 +479,19 @@ fn remote_socket(socket: &Socket) -> Value {
     })
 }
 
+/// Queues a response for publishing; a full queue drops it (counted) rather than grow.
+fn respond(queue: &mpsc::Sender<(String, Vec<u8>)>, gateway: &Gateway, channel: String, bytes: Vec<u8>) {
+    if queue.try_send((channel, bytes)).is_err() {
+        gateway
+            .metrics
+            .inc("wsgate_adapter_dropped_total", "response_queue_full");
+    }
+}
+
 async fn publish_responses(
     mut publisher: redis::aio::ConnectionManager,
     gateway: Arc<Gateway>,
-    mut queue: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    mut queue: mpsc::Receiver<(String, Vec<u8>)>,
 ) {
     while let Some((channel, bytes)) = queue.recv().await {
         let published = redis::cmd("PUBLISH")

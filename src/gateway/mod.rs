@@ -9,7 +9,7 @@
 
 mod namespace;
 
-pub use namespace::{frames, parse_query, AckHandler, Handshake, Namespace, Room, Socket};
+pub use namespace::{frames, parse_query, AckHandler, Handshake, Namespace, Room, Socket, MAX_PENDING_ACKS};
 
 use crate::auth::{AuthError, Identity, SessionAuth};
 use crate::metrics::Metrics;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,15 +18,20 @@ use std::time::{Duration, Instant};
 /// Called with the arguments of a client's ack (placeholders + attachments).
 pub type AckHandler = Box<dyn FnOnce(Vec<Value>, Vec<Bytes>) + Send>;
 
-struct PendingAck {
-    id: u64,
-    deadline: Instant,
-    handler: AckHandler,
+/// Most acks one client may owe at once; a broadcast asking for more skips that client.
+pub const MAX_PENDING_ACKS: usize = 256;
+
+/// Acks a client owes, by packet id. Expired ones are purged when the map has doubled since the
+/// last purge, so inserting stays O(1) amortized however many are pending.
+#[derive(Default)]
+struct PendingAcks {
+    by_id: HashMap<u64, (Instant, AckHandler)>,
+    purge_at: usize,
 }
 
-impl std::fmt::Debug for PendingAck {
+impl std::fmt::Debug for PendingAcks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PendingAck({})", self.id)
+        write!(f, "PendingAcks({})", self.by_id.len())
     }
 }
 
@@ -91,10 +96,10 @@ pub struct Socket {
     /// The express-session id the socket was authenticated with (`None` without auth).
     pub session: Option<Arc<str>>,
     outbox: Arc<Outbox>,
-    /// Rooms this socket is in; `None` once the socket is gone.
-    rooms: Mutex<Option<Vec<Room>>>,
-    /// Acks this socket's client owes the server; expired ones are dropped on the next insert.
-    acks: Mutex<Vec<PendingAck>>,
+    /// Rooms this socket is in (a set: a peer may join it to thousands); `None` once it is gone.
+    rooms: Mutex<Option<HashSet<Room>>>,
+    /// Acks this socket's client owes the server.
+    acks: Mutex<PendingAcks>,
 }
 
 impl Socket {
@@ -115,8 +120,8 @@ impl Socket {
             auth,
             session,
             outbox,
-            rooms: Mutex::new(Some(Vec::new())),
-            acks: Mutex::new(Vec::new()),
+            rooms: Mutex::new(Some(HashSet::new())),
+            acks: Mutex::new(PendingAcks::default()),
         })
     }
 
@@ -125,15 +130,16 @@ impl Socket {
     }
 
     fn in_room(&self, room: &str) -> bool {
-        self.rooms
-            .lock()
-            .as_ref()
-            .is_some_and(|rooms| rooms.iter().any(|r| &**r == room))
+        self.rooms.lock().as_ref().is_some_and(|rooms| rooms.contains(room))
     }
 
     /// The rooms the socket is in (empty once it is gone).
     pub fn rooms(&self) -> Vec<Room> {
-        self.rooms.lock().clone().unwrap_or_default()
+        self.rooms
+            .lock()
+            .as_ref()
+            .map(|rooms| rooms.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Sends a packet to this client. False if the connection is closing.
@@ -152,24 +158,31 @@ impl Socket {
         self.send(&Packet::ack(&self.nsp, id, args, attachments))
     }
 
-    /// Waits up to `timeout` for the client to acknowledge packet `id`.
-    pub fn expect_ack(&self, id: u64, timeout: Duration, handler: AckHandler) {
+    /// Waits up to `timeout` for the client to acknowledge packet `id`. False, registering
+    /// nothing, when the client already owes [`MAX_PENDING_ACKS`] acks.
+    pub fn expect_ack(&self, id: u64, timeout: Duration, handler: AckHandler) -> bool {
         let now = Instant::now();
         let mut acks = self.acks.lock();
-        acks.retain(|a| a.deadline > now);
-        acks.push(PendingAck {
-            id,
-            deadline: now + timeout,
-            handler,
-        });
+        if acks.by_id.len() >= acks.purge_at {
+            acks.by_id.retain(|_, (deadline, _)| *deadline > now);
+            acks.purge_at = (acks.by_id.len() * 2).max(16);
+        }
+        if acks.by_id.len() >= MAX_PENDING_ACKS {
+            return false;
+        }
+        acks.by_id.insert(id, (now + timeout, handler));
+        true
     }
 
     /// The handler waiting for ack `id`, if it has not expired.
     pub fn take_ack(&self, id: u64) -> Option<AckHandler> {
-        let mut acks = self.acks.lock();
-        let pos = acks.iter().position(|a| a.id == id)?;
-        let ack = acks.swap_remove(pos);
-        (ack.deadline > Instant::now()).then_some(ack.handler)
+        let (deadline, handler) = self.acks.lock().by_id.remove(&id)?;
+        (deadline > Instant::now()).then_some(handler)
+    }
+
+    /// Acks this client owes (expired ones included until they are purged).
+    pub fn pending_acks(&self) -> usize {
+        self.acks.lock().by_id.len()
     }
 
     pub fn outbox(&self) -> &Arc<Outbox> {
@@ -219,10 +232,9 @@ impl Namespace {
     pub fn join(&self, socket: &Arc<Socket>, room: Room) {
         let mut rooms = socket.rooms.lock();
         let Some(rooms) = rooms.as_mut() else { return };
-        if rooms.contains(&room) {
+        if !rooms.insert(room.clone()) {
             return;
         }
-        rooms.push(room.clone());
         // A socket's own-id room is answered from the socket map: no entry of its own.
         if room != socket.id {
             self.rooms
@@ -235,10 +247,9 @@ impl Namespace {
     pub fn leave(&self, socket: &Socket, room: &str) {
         let mut rooms = socket.rooms.lock();
         let Some(rooms) = rooms.as_mut() else { return };
-        let Some(pos) = rooms.iter().position(|r| &**r == room) else {
+        if !rooms.remove(room) {
             return;
-        };
-        rooms.swap_remove(pos);
+        }
         if room != &*socket.id {
             self.remove_member(room, &socket.id);
         }
@@ -288,6 +299,11 @@ impl Namespace {
             .filter(|e| e.value().in_room(e.key()))
             .map(|e| e.key().clone());
         self.rooms.iter().map(|e| e.key().clone()).chain(own_rooms).collect()
+    }
+
+    /// Whether any socket of this node is in `room` (without listing them).
+    pub fn has_members(&self, room: &str) -> bool {
+        self.rooms.contains_key(room) || self.sockets.get(room).is_some_and(|s| s.in_room(room))
     }
 
     pub fn members(&self, room: &str) -> Vec<Arc<Socket>> {
@@ -345,7 +361,9 @@ impl Namespace {
         let frames = frames(&packet);
         let mut count = 0;
         for socket in self.select(rooms, except) {
-            socket.expect_ack(id, timeout, handler());
+            if !socket.expect_ack(id, timeout, handler()) {
+                continue;
+            }
             if socket.outbox.push(frames.iter().cloned()) {
                 count += 1;
             } else {

@@ -71,6 +71,10 @@ pub enum AdapterError {
     Shape(&'static str),
     #[error("unknown request type {0}")]
     UnknownType(i64),
+    #[error("message of {0} bytes, over the {MAX_MESSAGE_BYTES}-byte cap")]
+    TooLarge(usize),
+    #[error("message of more than {MAX_ELEMENTS} elements")]
+    TooManyElements,
 }
 
 impl AdapterError {
@@ -81,6 +85,8 @@ impl AdapterError {
             AdapterError::NotJson => "not_json",
             AdapterError::Shape(_) => "bad_shape",
             AdapterError::UnknownType(_) => "unknown_type",
+            AdapterError::TooLarge(_) => "too_large",
+            AdapterError::TooManyElements => "too_many_elements",
         }
     }
 }
@@ -108,7 +114,97 @@ pub struct Broadcast {
 /// stack; real payloads are nowhere near this deep.
 const MAX_DEPTH: usize = 100;
 
+/// Largest adapter message decoded: anything a peer publishes is read by every node.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Most values (array items, map keys and values, scalars) in one message. Decoded values are
+/// tens of bytes each, so this bounds what one message can expand to (~8 MB), where a 16 MB
+/// array of one-byte items would otherwise become 640 MB.
+pub const MAX_ELEMENTS: usize = 200_000;
+
+/// Checks a message's size and counts its values before anything is allocated for it: msgpack
+/// by walking its headers, JSON by its separators (an upper bound).
+pub fn check_bounds(bytes: &[u8]) -> Result<(), AdapterError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(AdapterError::TooLarge(bytes.len()));
+    }
+    if bytes.first() == Some(&b'{') {
+        let separators = bytes
+            .iter()
+            .filter(|&&b| matches!(b, b',' | b'[' | b'{' | b':'))
+            .count();
+        return if separators > MAX_ELEMENTS {
+            Err(AdapterError::TooManyElements)
+        } else {
+            Ok(())
+        };
+    }
+    msgpack_elements(bytes).map(|_| ())
+}
+
+/// Counts the values of one msgpack value without decoding it; fails on truncation or when a
+/// header announces more values than bytes remain (every value takes at least one byte).
+pub fn msgpack_elements(bytes: &[u8]) -> Result<usize, AdapterError> {
+    let mut pos = 0usize;
+    let mut pending = 1usize;
+    let mut elements = 0usize;
+    let take = |pos: &mut usize, n: usize| -> Result<usize, AdapterError> {
+        let start = *pos;
+        *pos = pos
+            .checked_add(n)
+            .filter(|&end| end <= bytes.len())
+            .ok_or(AdapterError::NotMsgpack)?;
+        Ok(start)
+    };
+    let be = |pos: &mut usize, n: usize| -> Result<usize, AdapterError> {
+        let start = take(pos, n)?;
+        Ok(bytes[start..start + n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | b as usize))
+    };
+    while pending > 0 {
+        pending -= 1;
+        elements += 1;
+        if elements > MAX_ELEMENTS {
+            return Err(AdapterError::TooManyElements);
+        }
+        let marker = bytes[take(&mut pos, 1)?];
+        let (skip, children) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * (marker & 0x0f) as usize),
+            0x90..=0x9f => (0, (marker & 0x0f) as usize),
+            0xa0..=0xbf => ((marker & 0x1f) as usize, 0),
+            0xc4 | 0xd9 => (be(&mut pos, 1)?, 0),
+            0xc5 | 0xda => (be(&mut pos, 2)?, 0),
+            0xc6 | 0xdb => (be(&mut pos, 4)?, 0),
+            0xc7 => (be(&mut pos, 1)? + 1, 0),
+            0xc8 => (be(&mut pos, 2)? + 1, 0),
+            0xc9 => (be(&mut pos, 4)? + 1, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, be(&mut pos, 2)?),
+            0xdd => (0, be(&mut pos, 4)?),
+            0xde => (0, 2 * be(&mut pos, 2)?),
+            0xdf => (0, 2usize.saturating_mul(be(&mut pos, 4)?)),
+            0xc1 => return Err(AdapterError::NotMsgpack),
+        };
+        take(&mut pos, skip)?;
+        pending = pending.checked_add(children).ok_or(AdapterError::NotMsgpack)?;
+        if pending > bytes.len() - pos {
+            return Err(AdapterError::NotMsgpack);
+        }
+    }
+    Ok(elements)
+}
+
 fn decode_msgpack(bytes: &[u8]) -> Result<Mp, AdapterError> {
+    check_bounds(bytes)?;
     let mut reader = bytes;
     let value =
         rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH).map_err(|_| AdapterError::NotMsgpack)?;
@@ -290,6 +386,7 @@ impl Request {
     /// Requests are JSON when the first byte is `{`, msgpack otherwise (as Node decides).
     pub fn decode(bytes: &[u8]) -> Result<Self, AdapterError> {
         let value = if bytes.first() == Some(&b'{') {
+            check_bounds(bytes)?;
             let json: Json = serde_json::from_slice(bytes).map_err(|_| AdapterError::NotJson)?;
             from_client_value(&json, &[])
         } else {
@@ -711,5 +808,42 @@ mod tests {
         assert_eq!(c.broadcast_pattern(), "socket.io#/#*");
         assert_eq!(c.response_for("AbC123"), "socket.io-response#/#AbC123#");
         assert_eq!(Channels::new("k", "/admin").request, "k-request#/admin#");
+    }
+
+    #[test]
+    fn element_count_and_caps_before_decoding() {
+        let value = rmpv::Value::Array(vec![
+            rmpv::Value::from("a"),
+            rmpv::Value::Map(vec![(rmpv::Value::from("k"), rmpv::Value::Binary(vec![1, 2, 3]))]),
+            rmpv::Value::from(1.5),
+            rmpv::Value::Nil,
+            rmpv::Value::Ext(1, vec![0; 12]),
+        ]);
+        let bytes = encode_msgpack(&value);
+        assert_eq!(
+            msgpack_elements(&bytes),
+            Ok(8),
+            "the array, 5 items, the key and its value"
+        );
+        assert_eq!(
+            msgpack_elements(&bytes[..bytes.len() - 1]),
+            Err(AdapterError::NotMsgpack)
+        );
+        // An array32 header announcing 2^32-1 items in 5 bytes: refused without allocating.
+        assert_eq!(
+            msgpack_elements(&[0xdd, 0xff, 0xff, 0xff, 0xff]),
+            Err(AdapterError::NotMsgpack)
+        );
+        // 16 MB of one-byte items: refused by count, not expanded to ~640 MB.
+        let mut huge = vec![0xdd, 0x00, 0xf0, 0x00, 0x00];
+        huge.resize(5 + 0x00f0_0000, 0x01);
+        assert_eq!(msgpack_elements(&huge), Err(AdapterError::TooManyElements));
+        assert_eq!(Broadcast::decode(&huge), Err(AdapterError::TooManyElements));
+        let json = format!("{{\"type\":0,\"rooms\":[{}]}}", vec!["1"; MAX_ELEMENTS].join(","));
+        assert_eq!(Request::decode(json.as_bytes()), Err(AdapterError::TooManyElements));
+        assert_eq!(
+            check_bounds(&vec![0xc0; MAX_MESSAGE_BYTES + 1]),
+            Err(AdapterError::TooLarge(MAX_MESSAGE_BYTES + 1))
+        );
     }
 }
