@@ -66,9 +66,31 @@ impl RoomTemplates {
         [&self.user, &self.session]
             .into_iter()
             .filter(|t| !t.is_empty())
-            .map(|t| t.replace("{user}", &user).replace("{sid}", &identity.session_id).into())
+            .map(|t| fill(t, &user, &identity.session_id).into())
             .collect()
     }
+}
+
+/// `template` with `{user}` and `{sid}` replaced in one pass, so a user named `{sid}` stays that
+/// name instead of becoming the session id.
+fn fill(template: &str, user: &str, sid: &str) -> String {
+    let mut out = String::with_capacity(template.len() + user.len() + sid.len());
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let (value, token) = if tail.starts_with("{user}") {
+            (user, "{user}")
+        } else if tail.starts_with("{sid}") {
+            (sid, "{sid}")
+        } else {
+            ("{", "{")
+        };
+        out.push_str(value);
+        rest = &tail[token.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Settings of a [`Gateway`].
@@ -187,6 +209,7 @@ impl Gateway {
             }
         }
         let sessions: Vec<Arc<str>> = by_session.keys().cloned().collect();
+        let mut gone = 0usize;
         for chunk in sessions.chunks(1000) {
             let users = match auth.store.users(chunk).await {
                 Ok(users) => users,
@@ -205,6 +228,7 @@ impl Gateway {
                     Ok(_) => continue,
                 };
                 self.metrics.inc("wsgate_revalidations_total", reason);
+                gone += 1;
                 tracing::debug!(
                     reason,
                     sockets = sockets.len(),
@@ -214,6 +238,13 @@ impl Gateway {
                     self.disconnect(socket, true);
                 }
             }
+        }
+        if gone >= 100 && gone * 2 >= sessions.len() {
+            tracing::warn!(
+                gone,
+                sessions = sessions.len(),
+                "most sessions vanished at once and their sockets were disconnected: if the session store was flushed or restarted empty, everyone has to log in again"
+            );
         }
     }
 
@@ -465,6 +496,14 @@ mod tests {
     /// 12k sockets): keep its future from growing unnoticed. An async step nested before `serve`
     /// in the upgrade callback once made every task 1.3 KiB larger; `close` taking the session
     /// by value stored it twice.
+    #[test]
+    fn room_templates_substitute_once() {
+        assert_eq!(super::fill("user:{user}", "{sid}", "abc"), "user:{sid}");
+        assert_eq!(super::fill("s:{sid}/{user}", "u", "abc"), "s:abc/u");
+        assert_eq!(super::fill("{a}{user", "u", "abc"), "{a}{user");
+        assert_eq!(super::fill("{{user}}", "u", "abc"), "{u}");
+    }
+
     #[test]
     fn the_session_task_stays_small() {
         fn returned<A, B, C, D, R>(_: fn(A, B, C, D) -> R) -> usize {
