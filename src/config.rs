@@ -35,13 +35,18 @@ pub enum Command {
     Emit(EmitArgs),
     /// Disconnect sockets, on every node of the cluster (e.g. on logout: --room session:SID).
     Disconnect(DisconnectArgs),
+    /// See wsgate work in five minutes: a login page, a live page and an embedded redis-server
+    /// (needs redis-server on PATH). `--join` starts a second node of the same demo.
+    Demo(crate::demo::DemoArgs),
 }
 
 impl Command {
-    pub fn target(&self) -> &PublishArgs {
+    /// Where a publishing command publishes (`None` for the demo).
+    pub fn target(&self) -> Option<&PublishArgs> {
         match self {
-            Command::Emit(a) => &a.target,
-            Command::Disconnect(a) => &a.target,
+            Command::Emit(a) => Some(&a.target),
+            Command::Disconnect(a) => Some(&a.target),
+            Command::Demo(_) => None,
         }
     }
 }
@@ -266,6 +271,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_MAX_ACK_TIMEOUT", default_value_t = 60_000)]
     pub max_ack_timeout: u64,
 
+    /// Serve client-js, wsgate's tiny Socket.IO client, at {path}socket.io.js (and .min.js,
+    /// .esm.min.js), as Node socket.io serves its client.
+    #[arg(long, env = "WSGATE_SERVE_CLIENT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub serve_client: bool,
+
     /// Refuse anonymous handshakes with HTTP 401 before upgrading (cheaper under attack; but
     /// browsers then retry forever and cannot tell why).
     #[arg(long, env = "WSGATE_REJECT_AT_UPGRADE")]
@@ -438,6 +448,8 @@ impl ServeArgs {
             },
             handshake_timeout: Duration::from_millis(self.handshake_timeout),
             admin_listen: self.admin_listen,
+            serve_client: self.serve_client,
+            app: None,
             transports: self.transports.iter().map(|t| t.kind()).collect(),
             sticky_cookie: self.sticky_cookie.clone(),
             trust_proxy: self.trust_proxy,

@@ -42,6 +42,10 @@ pub struct HttpOptions {
     /// A second listener for `/healthz` and `/metrics`, outside the connection cap; `/metrics`
     /// is then served there only.
     pub admin_listen: Option<SocketAddr>,
+    /// Serve client-js at `{path}socket.io.js` (and `.min.js`, `.esm.min.js`).
+    pub serve_client: bool,
+    /// Routes served beside the endpoint on the main listener (the demo's pages).
+    pub app: Option<Router>,
     /// The transports served. Sessions opened over polling may upgrade when WebSocket is served.
     pub transports: Vec<TransportKind>,
     /// engine.io's `cookie` option: a cookie of this name is set to the session id on every
@@ -65,6 +69,8 @@ impl Default for HttpOptions {
             max_pending_per_ip: 64,
             handshake_timeout: std::time::Duration::from_secs(10),
             admin_listen: None,
+            serve_client: true,
+            app: None,
         }
     }
 }
@@ -81,6 +87,8 @@ struct AppState {
 pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) {
     let path = options.path.clone();
     let separate_admin = options.admin_listen.is_some();
+    let mut options = options;
+    let app = options.app.take();
     let state = Arc::new(AppState {
         gateway,
         options,
@@ -93,6 +101,15 @@ pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) 
     let mut main = Router::new()
         .route(&path, any(socket_endpoint))
         .route("/healthz", get(|| async { "ok" }));
+    if state.options.serve_client {
+        let base = path.trim_end_matches('/');
+        for (name, script) in CLIENT_SCRIPTS {
+            main = main.route(
+                &format!("{base}/{name}"),
+                get(move |headers: HeaderMap| client_script(script, headers)),
+            );
+        }
+    }
     if !separate_admin {
         main = main.route("/metrics", get(metrics));
     }
@@ -101,7 +118,49 @@ pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) 
     if !trimmed.is_empty() && trimmed != path {
         main = main.route(trimmed, any(socket_endpoint));
     }
-    (main.with_state(state), admin)
+    let main = main.with_state(state);
+    (app.map_or(main.clone(), |app| main.merge(app)), admin)
+}
+
+/// client-js, built into the binary (client-js/dist is committed: see client-js/build.mjs).
+const CLIENT_SCRIPTS: [(&str, &str); 3] = [
+    ("socket.io.js", include_str!("../client-js/dist/wsgate-client.js")),
+    (
+        "socket.io.min.js",
+        include_str!("../client-js/dist/wsgate-client.min.js"),
+    ),
+    (
+        "socket.io.esm.min.js",
+        include_str!("../client-js/dist/wsgate-client.esm.js"),
+    ),
+];
+
+/// A client script with an ETag, revalidated on every load (as socket.io serves its client), so
+/// pages pick up a new build as soon as the gateway is upgraded.
+async fn client_script(script: &'static str, headers: HeaderMap) -> Response {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(script.as_bytes());
+    let etag = format!(
+        "\"{}\"",
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let cached = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
+    let common = [
+        (header::ETAG, etag),
+        (header::CACHE_CONTROL, "public, max-age=0".to_string()),
+    ];
+    if cached {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (
+        common,
+        [(header::CONTENT_TYPE, "application/javascript; charset=utf-8")],
+        script,
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod gateway;
 pub mod http;
 pub mod listener;

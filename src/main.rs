@@ -9,6 +9,16 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve).await,
+        Some(Command::Demo(args)) => {
+            init_logging(wsgate::config::LogFormat::Text);
+            match wsgate::demo::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("wsgate demo: {err}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some(command) => publish(command).await,
     }
 }
@@ -48,10 +58,13 @@ async fn serve(args: wsgate::config::ServeArgs) -> ExitCode {
 
 /// `wsgate emit` / `wsgate disconnect`: one publish, one line saying whether Redis took it.
 async fn publish(command: Command) -> ExitCode {
-    let target = command.target();
+    let Some(target) = command.target() else {
+        return ExitCode::from(2);
+    };
     let what = match &command {
         Command::Emit(a) => format!("event {:?}", a.event),
         Command::Disconnect(_) => "disconnect".to_string(),
+        Command::Demo(_) => return ExitCode::from(2),
     };
     let emitter = match connect(target).await {
         Ok(emitter) => emitter,
@@ -85,6 +98,7 @@ async fn publish(command: Command) -> ExitCode {
             selected.emit(&a.event, args).await
         }
         Command::Disconnect(a) => selected.disconnect_sockets(!a.keep_connection).await,
+        Command::Demo(_) => return ExitCode::from(2),
     };
     match published {
         Ok(receivers) => {
