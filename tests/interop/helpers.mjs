@@ -1,6 +1,8 @@
 // Shared helpers for the interop tests: real redis-server, real wsgate processes, a real Express
 // app with express-session + connect-redis + passport.
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createServer } from "node:net";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
@@ -78,8 +80,8 @@ export async function startWsgate(t, args) {
 }
 
 /** A gateway node (examples/cluster_node) that broadcasts the JSON lines written to it. */
-export async function startClusterNode(t, args) {
-  const port = await freePort();
+export async function startClusterNode(t, args, port) {
+  port ??= await freePort();
   const child = spawnManaged(t, CLUSTER_NODE_BIN, ["--listen", `127.0.0.1:${port}`, ...args], {}, "pipe");
   const url = `http://127.0.0.1:${port}`;
   await waitFor(`cluster node on ${port}`, async () => (await fetch(`${url}/healthz`)).ok).catch((e) => {
@@ -107,7 +109,7 @@ export async function startEcho(t) {
 const USER_IDS = { alice: 42, zero: 0, bob: 7 };
 
 /** The Express app whose sessions wsgate must honour: express-session + connect-redis + passport. */
-export async function startExpressApp(t, { redisUrl, secret }) {
+export async function startExpressApp(t, { redisUrl, secret, staticDir }) {
   const client = createClient({ url: redisUrl });
   await client.connect();
   const app = express();
@@ -133,6 +135,7 @@ export async function startExpressApp(t, { redisUrl, secret }) {
   app.post("/login", passport.authenticate("local"), (req, res) => res.json({ user: req.user }));
   app.post("/logout", (req, res, next) => req.logout((err) => (err ? next(err) : res.json({ ok: true }))));
   app.get("/me", (req, res) => res.json({ user: req.user ?? null }));
+  if (staticDir) app.use(express.static(staticDir));
   const server = app.listen(0, "127.0.0.1");
   await once(server, "listening");
   t.after(async () => {
@@ -190,4 +193,65 @@ export function nextEvent(socket, event, timeoutMs = 5000) {
       resolve(args);
     });
   });
+}
+
+function nginxBinary() {
+  for (const candidate of ["nginx", "/usr/sbin/nginx"]) {
+    try {
+      execFileSync(candidate, ["-v"], { stdio: "ignore" });
+      return candidate;
+    } catch {
+      // try the next
+    }
+  }
+  throw new Error("nginx is not installed (.ci/run installs it)");
+}
+
+/** A real nginx started from deploy/nginx.conf in front of `upstreamPorts`; `edit` may change
+ * the site config (e.g. add the app's `location /`). */
+export async function startNginx(t, upstreamPorts, edit = (site) => site) {
+  const dir = mkdtempSync(path.join(tmpdir(), "wsgate-nginx-"));
+  const port = await freePort();
+  let site = readFileSync(path.join(REPO_ROOT, "deploy/nginx.conf"), "utf8");
+  site = site
+    .replace("127.0.0.1:3001", `127.0.0.1:${upstreamPorts[0]}`)
+    .replace("127.0.0.1:3002", `127.0.0.1:${upstreamPorts[1]}`)
+    .replace(/listen 80;/, `listen 127.0.0.1:${port};`);
+  site = edit(site);
+  writeFileSync(path.join(dir, "wsgate.conf"), site);
+  for (const sub of ["body", "proxy", "fastcgi", "uwsgi", "scgi"]) mkdirSync(path.join(dir, sub));
+  writeFileSync(
+    path.join(dir, "nginx.conf"),
+    `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  include ${dir}/wsgate.conf;
+}
+`,
+  );
+  // Its own process group: killing only the master would leave the worker behind.
+  const child = spawn(nginxBinary(), ["-p", dir, "-e", `${dir}/error.log`, "-c", `${dir}/nginx.conf`], {
+    stdio: "ignore",
+    detached: true,
+  });
+  t.after(() => {
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor("nginx", async () => (await fetch(`${url}/socket.io/?EIO=4&transport=websocket`)).status === 400);
+  return { url };
 }

@@ -3,12 +3,8 @@
 // (polling, then WebSocket) from many addresses spread over both gateways and stay on theirs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
 import http from "node:http";
 import { io } from "socket.io-client";
-import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import {
   startRedis,
   startExpressApp,
@@ -17,69 +13,9 @@ import {
   connectClient,
   connected,
   nextEvent,
-  freePort,
   waitFor,
-  REPO_ROOT,
+  startNginx,
 } from "./helpers.mjs";
-
-function nginxBinary() {
-  for (const candidate of ["nginx", "/usr/sbin/nginx"]) {
-    try {
-      execFileSync(candidate, ["-v"], { stdio: "ignore" });
-      return candidate;
-    } catch {
-      // try the next
-    }
-  }
-  throw new Error("nginx is not installed (.ci/run installs it)");
-}
-
-async function startNginx(t, upstreamPorts, edit = (site) => site) {
-  const dir = mkdtempSync(path.join(tmpdir(), "wsgate-nginx-"));
-  const port = await freePort();
-  let site = readFileSync(path.join(REPO_ROOT, "deploy/nginx.conf"), "utf8");
-  site = site
-    .replace("127.0.0.1:3001", `127.0.0.1:${upstreamPorts[0]}`)
-    .replace("127.0.0.1:3002", `127.0.0.1:${upstreamPorts[1]}`)
-    .replace(/listen 80;/, `listen 127.0.0.1:${port};`);
-  site = edit(site);
-  writeFileSync(path.join(dir, "wsgate.conf"), site);
-  for (const sub of ["body", "proxy", "fastcgi", "uwsgi", "scgi"]) mkdirSync(path.join(dir, sub));
-  writeFileSync(
-    path.join(dir, "nginx.conf"),
-    `daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  include ${dir}/wsgate.conf;
-}
-`,
-  );
-  // Its own process group: killing only the master would leave the worker behind.
-  const child = spawn(nginxBinary(), ["-p", dir, "-e", `${dir}/error.log`, "-c", `${dir}/nginx.conf`], {
-    stdio: "ignore",
-    detached: true,
-  });
-  t.after(() => {
-    try {
-      process.kill(-child.pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor("nginx", async () => (await fetch(`${url}/socket.io/?EIO=4&transport=websocket`)).status === 400);
-  return { url };
-}
 
 const connections = async (node) => Number(/^wsgate_connections (\d+)$/m.exec(await node.metrics())?.[1]);
 
