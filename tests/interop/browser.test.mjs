@@ -180,28 +180,81 @@ test("client-js on an Express page behind nginx: refused anonymous, cookie login
   await shot(page, "client-js-behind-nginx");
 });
 
-test("client-js in a browser: ArrayBuffer, typed array and Blob both ways, against examples/echo", async (t) => {
-  const echo = await startEcho(t);
-  const { page } = await browserPage(t);
-  // A real origin first: Chromium refuses WebSockets to 127.0.0.1 from about:blank.
-  await page.goto(`${echo.url}/healthz`);
-  await page.addScriptTag({ url: "/socket.io/socket.io.js" });
-  const echoed = await page.evaluate(async () => {
-    const socket = io();
-    await new Promise((r) => socket.once("connect", r));
-    const back = new Promise((r) => socket.once("message-back", (...args) => r(args)));
-    socket.emit("message", new Uint8Array([1, 2]).buffer, new Uint16Array([258]), new Blob([new Uint8Array([7, 7, 7])]));
-    const [a, b, c] = await back;
-    const acked = await socket.emitWithAck("message-with-ack", new Uint8Array([5]));
-    return [a, b, c, acked].map((x) => [x instanceof ArrayBuffer, [...new Uint8Array(x)]]);
+/** A Node socket.io 4.8 server with examples/echo's handlers, serving client-js and a page. */
+async function startNodeEchoWithPage(t) {
+  const { createServer } = await import("node:http");
+  const { readFileSync } = await import("node:fs");
+  const { Server } = await import("socket.io");
+  const script = readFileSync(path.join(REPO_ROOT, "client-js/dist/wsgate-client.js"));
+  const httpServer = createServer((req, res) => {
+    if (req.url === "/client.js") {
+      res.writeHead(200, { "content-type": "application/javascript" });
+      return res.end(script);
+    }
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end("<!doctype html><title>node</title>");
   });
-  assert.deepEqual(echoed, [
-    [true, [1, 2]],
-    [true, [2, 1]],
-    [true, [7, 7, 7]],
-    [true, [5]],
-  ]);
-});
+  const server = new Server(httpServer, { transports: ["websocket"] });
+  for (const nsp of [server.of("/"), server.of("/custom")]) {
+    nsp.on("connection", (socket) => {
+      socket.emit("auth", socket.handshake.auth);
+      socket.on("message", (...args) => socket.emit("message-back", ...args.filter((a) => typeof a !== "function")));
+      socket.on("message-with-ack", (...args) => args.pop()(...args));
+    });
+  }
+  httpServer.listen(0, "127.0.0.1");
+  await new Promise((r) => httpServer.once("listening", r));
+  t.after(() => new Promise((r) => server.close(() => r())));
+  return `http://127.0.0.1:${httpServer.address().port}`;
+}
+
+const browserServers = {
+  "wsgate (examples/echo)": async (t) => ({ url: (await startEcho(t)).url, page: "/healthz", script: "/socket.io/socket.io.js" }),
+  "Node socket.io 4.8": async (t) => ({ url: await startNodeEchoWithPage(t), page: "/", script: "/client.js" }),
+};
+
+for (const [name, start] of Object.entries(browserServers)) {
+  test(`client-js in Chromium against ${name}: auth, namespaces, events, acks, timeouts, binary and Blob both ways`, async (t) => {
+    const server = await start(t);
+    const { page } = await browserPage(t);
+    // A real origin first: Chromium refuses WebSockets to 127.0.0.1 from about:blank.
+    await page.goto(server.url + server.page);
+    await page.addScriptTag({ url: server.script });
+    const result = await page.evaluate(async () => {
+      const next = (socket, event) => new Promise((r) => socket.once(event, (...args) => r(args)));
+      const bytes = (x) => [x instanceof ArrayBuffer, [...new Uint8Array(x)]];
+      const socket = io({ auth: { token: "t" } });
+      const [auth] = await next(socket, "auth");
+      const custom = io("/custom", { auth: (cb) => cb({ via: "function" }) });
+      const [customAuth] = await next(custom, "auth");
+      const back = next(socket, "message-back");
+      socket.emit("message", 1, { two: [true] }, new Uint8Array([1, 2]).buffer, new Uint16Array([258]), new Blob([new Uint8Array([7, 7])]));
+      const [one, two, a, b, c] = await back;
+      const acked = await socket.emitWithAck("message-with-ack", new Uint8Array([5]));
+      let timedOut = null;
+      await socket.timeout(200).emitWithAck("message", "nobody acks").catch((e) => (timedOut = e.message));
+      const reason = new Promise((r) => socket.once("disconnect", r));
+      socket.disconnect();
+      custom.disconnect();
+      return { auth, customAuth, one, two, binary: [a, b, c, acked].map(bytes), timedOut, reason: await reason, active: socket.active };
+    });
+    assert.deepEqual(result, {
+      auth: { token: "t" },
+      customAuth: { via: "function" },
+      one: 1,
+      two: { two: [true] },
+      binary: [
+        [true, [1, 2]],
+        [true, [2, 1]],
+        [true, [7, 7]],
+        [true, [5]],
+      ],
+      timedOut: "operation has timed out",
+      reason: "io client disconnect",
+      active: false,
+    });
+  });
+}
 
 test("the official socket.io-client, default options, on the app page behind nginx: polling, upgrade, broadcasts", async (t) => {
   const { nodes, nginx } = await appBehindNginx(t);
