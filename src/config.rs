@@ -205,6 +205,12 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_SESSION_LOOKUP_TIMEOUT", default_value_t = 2_000)]
     pub session_lookup_timeout: u64,
 
+    /// Merge the flags session revocation needs (Kgxe$) into Redis's notify-keyspace-events at
+    /// start (and after Redis restarts), so a logout or expiry closes sockets within a second.
+    /// Without it a missing setting is reported, and the periodic revalidation still applies.
+    #[arg(long, env = "WSGATE_CONFIGURE_KEYSPACE_EVENTS")]
+    pub configure_keyspace_events: bool,
+
     /// Milliseconds between checks of every socket's session in Redis: sockets whose session
     /// was logged out, expired or destroyed in the web app are disconnected. 0 disables.
     #[arg(long, env = "WSGATE_REVALIDATE_INTERVAL", default_value_t = 30_000)]
@@ -413,6 +419,10 @@ impl ServeArgs {
             publisher: redis.clone(),
             prefix: self.redis.adapter_key.clone(),
             max_ack_timeout: Duration::from_millis(self.max_ack_timeout),
+            keyspace: Some(crate::KeyspaceOptions {
+                session_prefix: self.session_prefix.clone(),
+                configure: self.configure_keyspace_events,
+            }),
         };
         let store = SessionStore::new(
             redis,

@@ -205,6 +205,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         publisher: redis,
         prefix: "socket.io".into(),
         max_ack_timeout: Duration::from_secs(60),
+        keyspace: Some(crate::KeyspaceOptions {
+            session_prefix: "sess:".into(),
+            configure: true,
+        }),
     };
     let server = crate::Server::start(args.listen, config, http, Some(cluster))
         .await

@@ -39,6 +39,17 @@ pub struct ClusterOptions {
     pub prefix: String,
     /// Longest a peer's broadcast-with-ack may keep this node waiting for client acks.
     pub max_ack_timeout: std::time::Duration,
+    /// Follow the session keys through Redis keyspace notifications, so a logout or an expiry
+    /// closes the session's sockets at once (`None`: only the periodic revalidation).
+    pub keyspace: Option<KeyspaceOptions>,
+}
+
+/// Revocation through keyspace notifications on the session keys.
+pub struct KeyspaceOptions {
+    /// The session keys' prefix (`--session-prefix`, e.g. `sess:`).
+    pub session_prefix: String,
+    /// Merge the needed `notify-keyspace-events` flags into Redis's setting at start.
+    pub configure: bool,
 }
 
 /// A running gateway: an HTTP listener serving the Socket.IO endpoint (and optionally a second

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub broadcast_deliveries: AtomicU64,
     /// 1 while the cluster adapter's pub/sub connection is subscribed.
     pub pubsub_up: AtomicI64,
+    /// Whether Redis sends the keyspace events revocation needs (1, 0, or -1 unknown).
+    pub keyspace_notifications: AtomicI64,
     labelled: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
@@ -72,6 +74,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "Cluster adapter pub/sub connection events (lost, recovered)",
     ),
     (
+        "wsgate_revocations_total",
+        "Sessions whose sockets were closed on a keyspace event (deleted, expired, evicted, renamed) or a rewrite (no_user, user_changed)",
+    ),
+    (
         "wsgate_revalidations_total",
         "Sessions found invalid on revalidation (or skipped), by reason",
     ),
@@ -89,7 +95,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let unlabelled: [(&str, &str, &str, i64); 6] = [
+        let unlabelled: [(&str, &str, &str, i64); 7] = [
             (
                 "wsgate_connections",
                 "gauge",
@@ -119,6 +125,12 @@ impl Metrics {
                 "counter",
                 "Messages dropped for one client because each alone was larger than --max-queue-bytes",
                 crate::transport::OVERSIZED_DROPS.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "wsgate_keyspace_notifications",
+                "gauge",
+                "1 when Redis sends the keyspace events that close sockets at logout within a second, 0 when not (revalidation only), -1 unknown",
+                self.keyspace_notifications.load(Ordering::Relaxed),
             ),
             (
                 "wsgate_redis_pubsub_up",

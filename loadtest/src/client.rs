@@ -63,13 +63,26 @@ pub async fn connect(
     }
 }
 
-async fn connect_inner(target: SocketAddr, source: IpAddr, path: &str, cookie: &str) -> Result<Ws, ConnectError> {
+/// A TCP connection to `target` from `source`, without Nagle.
+pub async fn tcp(target: SocketAddr, source: IpAddr) -> Result<TcpStream, ConnectError> {
     let socket = TcpSocket::new_v4().map_err(ConnectError::Tcp)?;
     socket.bind(SocketAddr::new(source, 0)).map_err(ConnectError::Tcp)?;
     let tcp = socket.connect(target).await.map_err(ConnectError::Tcp)?;
     let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// The WebSocket handshake to `{path}?{query}`, with the browser's cookie.
+pub async fn websocket(
+    target: SocketAddr,
+    source: IpAddr,
+    path: &str,
+    query: &str,
+    cookie: &str,
+) -> Result<Ws, ConnectError> {
+    let tcp = tcp(target, source).await?;
     let request = Request::builder()
-        .uri(format!("ws://{target}{path}?EIO=4&transport=websocket"))
+        .uri(format!("ws://{target}{path}?{query}"))
         .header("Host", target.to_string())
         .header("Connection", "Upgrade")
         .header("Upgrade", "websocket")
@@ -78,13 +91,18 @@ async fn connect_inner(target: SocketAddr, source: IpAddr, path: &str, cookie: &
         .header("Cookie", cookie)
         .body(())
         .map_err(|_| ConnectError::Protocol("request"))?;
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(ws_config()))
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(ws_config()))
         .await
         .map_err(|e| match e {
             tungstenite::Error::Http(resp) => ConnectError::Http(resp.status().as_u16()),
             tungstenite::Error::Io(io) => ConnectError::Tcp(io),
             _ => ConnectError::Protocol("websocket handshake"),
         })?;
+    Ok(ws)
+}
+
+async fn connect_inner(target: SocketAddr, source: IpAddr, path: &str, cookie: &str) -> Result<Ws, ConnectError> {
+    let mut ws = websocket(target, source, path, "EIO=4&transport=websocket", cookie).await?;
     let open = next_text(&mut ws).await?;
     if !open.starts_with("0{") {
         return Err(ConnectError::Protocol("no open packet"));

@@ -675,15 +675,7 @@ async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
         started_ns,
         ..Default::default()
     };
-    while let Some(result) = results_rx.recv().await {
-        match result {
-            Ok(us) => {
-                report.ok += 1;
-                report.handshake_us.push(us);
-            }
-            Err(reason) => *report.failed.entry(reason).or_default() += 1,
-        }
-    }
+    collect_connects(&mut results_rx, &mut report).await;
     report.finished_ns = client::now_ns();
     let mut stdout = tokio::io::stdout();
     stdout
@@ -723,6 +715,22 @@ async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     stdout.flush().await?;
     Ok(())
+}
+
+/// Tallies the connect results of a worker's sockets into its first report.
+async fn collect_connects(
+    results: &mut tokio::sync::mpsc::UnboundedReceiver<Result<u32, String>>,
+    report: &mut WorkerReport,
+) {
+    while let Some(result) = results.recv().await {
+        match result {
+            Ok(us) => {
+                report.ok += 1;
+                report.handshake_us.push(us);
+            }
+            Err(reason) => *report.failed.entry(reason).or_default() += 1,
+        }
+    }
 }
 
 async fn write_report(report: &WorkerReport) -> Result<(), Box<dyn std::error::Error>> {
@@ -788,15 +796,7 @@ async fn polling_worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Erro
         started_ns,
         ..Default::default()
     };
-    while let Some(result) = results_rx.recv().await {
-        match result {
-            Ok(us) => {
-                report.ok += 1;
-                report.handshake_us.push(us);
-            }
-            Err(reason) => *report.failed.entry(reason).or_default() += 1,
-        }
-    }
+    collect_connects(&mut results_rx, &mut report).await;
     report.finished_ns = client::now_ns();
     write_report(&report).await?;
 

@@ -5,24 +5,13 @@
 //! A minimal HTTP/1.1 client with keep-alive: one connection for `GET`s and one for `POST`s, as
 //! a browser keeps them; responses carry a Content-Length (both engine.io and wsgate send one).
 
-use crate::client::{ConnectError, Ws};
+use crate::client::{tcp, ConnectError, Ws};
 use futures_util::{SinkExt, StreamExt};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::handshake::client::generate_key;
-use tokio_tungstenite::tungstenite::http::Request;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message};
-
-async fn tcp(target: SocketAddr, source: IpAddr) -> Result<TcpStream, ConnectError> {
-    let socket = TcpSocket::new_v4().map_err(ConnectError::Tcp)?;
-    socket.bind(SocketAddr::new(source, 0)).map_err(ConnectError::Tcp)?;
-    let tcp = socket.connect(target).await.map_err(ConnectError::Tcp)?;
-    let _ = tcp.set_nodelay(true);
-    Ok(tcp)
-}
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 /// One keep-alive HTTP/1.1 connection.
 pub struct HttpConn {
@@ -247,23 +236,6 @@ async fn websocket(
     cookie: &str,
 ) -> Result<Ws, ConnectError> {
     let path = polling_query.split('?').next().unwrap_or("/socket.io/");
-    let request = Request::builder()
-        .uri(format!("ws://{target}{path}?EIO=4&transport=websocket&sid={sid}"))
-        .header("Host", target.to_string())
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", generate_key())
-        .header("Cookie", cookie)
-        .body(())
-        .map_err(|_| ConnectError::Protocol("request"))?;
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp(target, source).await?, Some(config))
-        .await
-        .map_err(|e| match e {
-            tungstenite::Error::Http(resp) => ConnectError::Http(resp.status().as_u16()),
-            tungstenite::Error::Io(io) => ConnectError::Tcp(io),
-            _ => ConnectError::Protocol("websocket handshake"),
-        })?;
-    Ok(ws)
+    let query = format!("EIO=4&transport=websocket&sid={sid}");
+    crate::client::websocket(target, source, path, &query, cookie).await
 }

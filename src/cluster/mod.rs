@@ -61,6 +61,29 @@ pub struct Cluster {
     reads: Arc<std::sync::atomic::AtomicUsize>,
     /// One builds a read-only response at a time: the subscriber task never waits for it.
     read_worker: Arc<tokio::sync::Semaphore>,
+    /// `__keyspace@<db>__:<session prefix>`, and whether to configure Redis to send it.
+    keyspace: Option<(String, bool)>,
+}
+
+/// The flags `notify-keyspace-events` needs for revocation: keyspace channel (K), generic
+/// commands such as DEL (g), expiry (x), eviction (e) and string commands such as SET ($).
+const KEYSPACE_FLAGS: &str = "Kgxe$";
+
+/// Whether a `notify-keyspace-events` setting sends every event revocation needs.
+fn keyspace_flags_enough(flags: &str) -> bool {
+    flags.contains('K') && (flags.contains('A') || "gxe$".chars().all(|f| flags.contains(f)))
+}
+
+/// A glob pattern matching `literal` exactly (for PSUBSCRIBE).
+fn glob_escape(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `uid2(6)`-shaped ids: 6 characters of `[A-Za-z0-9_-]`.
@@ -80,7 +103,10 @@ impl Cluster {
             publisher,
             prefix,
             max_ack_timeout,
+            keyspace,
         } = options;
+        let db = redis.get_connection_info().redis_settings().db();
+        let keyspace = keyspace.map(|k| (format!("__keyspace@{db}__:{}", k.session_prefix), k.configure));
         let adapters = gateway
             .namespaces()
             .map(|nsp| NamespaceAdapter {
@@ -100,6 +126,7 @@ impl Cluster {
             max_ack_timeout,
             reads: Arc::default(),
             read_worker: Arc::new(tokio::sync::Semaphore::new(1)),
+            keyspace,
         });
         tokio::spawn(publish_responses(
             cluster.publisher.clone(),
@@ -162,9 +189,14 @@ impl Cluster {
             match self.subscribe_all().await {
                 Ok((sink, stream)) => {
                     metrics.pubsub_up.store(1, Ordering::Relaxed);
+                    // Redis may have restarted with another setting: check it on every connect.
+                    self.check_keyspace_events().await;
                     if was_up {
                         metrics.inc("wsgate_redis_pubsub_total", "recovered");
                         tracing::info!("Redis pub/sub connection restored; resubscribed to every adapter channel");
+                        // Keyspace events were lost meanwhile: look at every session now.
+                        let gateway = self.gateway.clone();
+                        tokio::spawn(async move { gateway.revalidate_sessions().await });
                     } else {
                         tracing::info!(namespaces = self.adapters.len(), "cluster adapter subscribed");
                     }
@@ -189,6 +221,9 @@ impl Cluster {
             .await
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
         let (mut sink, stream) = pubsub.split();
+        if let Some((channel, _)) = &self.keyspace {
+            sink.psubscribe(format!("{}*", glob_escape(channel))).await?;
+        }
         for adapter in &self.adapters {
             let c = &adapter.channels;
             sink.psubscribe(c.broadcast_pattern()).await?;
@@ -221,7 +256,89 @@ impl Cluster {
         }
     }
 
+    /// Makes sure Redis sends the keyspace events revocation needs, merging the flags in with
+    /// `--configure-keyspace-events`; otherwise says loudly that logouts wait for the periodic
+    /// check. `wsgate_keyspace_notifications` shows the outcome (1 on, 0 off, -1 unknown).
+    async fn check_keyspace_events(&self) {
+        let Some((_, configure)) = &self.keyspace else { return };
+        let metrics = &self.gateway.metrics;
+        let mut conn = self.publisher.clone();
+        let current: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query_async(&mut conn)
+            .await;
+        let flags = match current {
+            Ok(pair) => pair.get(1).cloned().unwrap_or_default(),
+            Err(err) => {
+                metrics.keyspace_notifications.store(-1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "cannot read notify-keyspace-events (CONFIG refused?): if Redis does not send keyspace events for session keys, logouts close sockets only at the next --revalidate-interval");
+                return;
+            }
+        };
+        if keyspace_flags_enough(&flags) {
+            metrics.keyspace_notifications.store(1, Ordering::Relaxed);
+            return;
+        }
+        if *configure {
+            let mut merged = flags.clone();
+            merged.extend(KEYSPACE_FLAGS.chars().filter(|f| !flags.contains(*f)));
+            let set: redis::RedisResult<()> = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("notify-keyspace-events")
+                .arg(&merged)
+                .query_async(&mut conn)
+                .await;
+            match set {
+                Ok(()) => {
+                    metrics.keyspace_notifications.store(1, Ordering::Relaxed);
+                    tracing::info!(from = %flags, to = %merged, "notify-keyspace-events set for session revocation");
+                }
+                Err(err) => {
+                    metrics.keyspace_notifications.store(0, Ordering::Relaxed);
+                    tracing::error!(error = %err, "could not set notify-keyspace-events: logouts close sockets only at the next --revalidate-interval");
+                }
+            }
+            return;
+        }
+        metrics.keyspace_notifications.store(0, Ordering::Relaxed);
+        tracing::error!(
+            setting = %flags,
+            "Redis sends no keyspace events for session keys (notify-keyspace-events lacks {KEYSPACE_FLAGS}): a logout or expiry closes sockets only at the next --revalidate-interval. Run with --configure-keyspace-events, or set notify-keyspace-events {KEYSPACE_FLAGS} in redis.conf"
+        );
+    }
+
+    /// A keyspace event on session key `session`: the session ended, or was rewritten.
+    fn on_keyspace(&self, session: &str, event: &[u8]) {
+        match event {
+            b"del" => {
+                self.gateway.revoke_session(session, "deleted");
+            }
+            b"expired" => {
+                self.gateway.revoke_session(session, "expired");
+            }
+            b"evicted" => {
+                self.gateway.revoke_session(session, "evicted");
+            }
+            b"rename_from" => {
+                self.gateway.revoke_session(session, "renamed");
+            }
+            // Rewritten (passport's login into an existing session, a changed user): read it.
+            b"set" | b"rename_to" if !self.gateway.sockets_of_session(session).is_empty() => {
+                let (gateway, session) = (self.gateway.clone(), session.to_owned());
+                tokio::spawn(async move { gateway.recheck_session(&session).await });
+            }
+            // EXPIRE (express-session's touch) and the rest change nothing.
+            _ => {}
+        }
+    }
+
     fn on_message(&self, channel: &str, payload: &[u8]) {
+        if let Some((prefix, _)) = &self.keyspace {
+            if let Some(session) = channel.strip_prefix(prefix.as_str()) {
+                return self.on_keyspace(session, payload);
+            }
+        }
         for adapter in &self.adapters {
             if let Some(room) = adapter.channels.room_of(channel) {
                 return self.on_broadcast(adapter, room, payload);

@@ -16,10 +16,11 @@ use crate::metrics::Metrics;
 use crate::protocol::new_id;
 use crate::protocol::socketio::{Decoder, Packet, PacketKind};
 use crate::transport::{CloseReason, Engine, EngineSession, Inbound, TransportConfig};
+use dashmap::DashMap;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// What a gateway does with sockets and their events. The defaults are the gateway's: nothing
 /// on connect, and every event unhandled.
@@ -116,6 +117,8 @@ pub struct Gateway {
     /// with no namespace yet.
     engine: Arc<Engine>,
     hooks: Arc<dyn SocketHooks>,
+    /// Sockets by express-session id (held weakly; pruned as they go), for revocation.
+    sessions: DashMap<Arc<str>, Vec<Weak<Socket>>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -135,6 +138,7 @@ impl Gateway {
             rooms: config.rooms,
             engine: Engine::new(config.transport),
             hooks: config.hooks,
+            sessions: DashMap::new(),
             metrics: Arc::default(),
         });
         if let (Some(every), Some(_)) = (config.revalidate_interval, &gateway.auth) {
@@ -194,21 +198,102 @@ impl Gateway {
         }
     }
 
+    /// The open sockets of express-session `session` on this node.
+    pub fn sockets_of_session(&self, session: &str) -> Vec<Arc<Socket>> {
+        self.sessions
+            .get(session)
+            .map(|sockets| {
+                sockets
+                    .iter()
+                    .filter_map(Weak::upgrade)
+                    .filter(|s| s.is_connected())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn index_session(&self, socket: &Arc<Socket>) {
+        if let Some(session) = &socket.session {
+            let mut sockets = self.sessions.entry(session.clone()).or_default();
+            sockets.retain(|s| s.upgrade().is_some_and(|s| s.is_connected()));
+            sockets.push(Arc::downgrade(socket));
+        }
+    }
+
+    /// Disconnects every socket of `session` on this node, because the web app ended it
+    /// (`why`: the keyspace event, e.g. `del`, `expired`, `evicted`). Returns how many.
+    pub fn revoke_session(&self, session: &str, why: &'static str) -> usize {
+        let sockets = self.sockets_of_session(session);
+        if !sockets.is_empty() {
+            self.metrics.inc("wsgate_revocations_total", why);
+            tracing::debug!(
+                why,
+                sockets = sockets.len(),
+                "session ended in the store; disconnecting its sockets"
+            );
+        }
+        for socket in &sockets {
+            self.disconnect(socket, true);
+        }
+        sockets.len()
+    }
+
+    /// Reads `session` again (its record was rewritten) and disconnects its sockets if it has
+    /// no user any more, or another one.
+    pub async fn recheck_session(&self, session: &str) {
+        let Some(auth) = &self.auth else { return };
+        let sockets = self.sockets_of_session(session);
+        if sockets.is_empty() {
+            return;
+        }
+        match auth.store.users(&[session]).await {
+            Ok(users) => {
+                if let Some(user) = users.into_iter().next() {
+                    self.judge(&sockets, &user, "wsgate_revocations_total");
+                }
+            }
+            // Not a reason to disconnect: the periodic round will look again.
+            Err(err) => tracing::debug!(error = %err, "session recheck skipped: store unavailable"),
+        }
+    }
+
+    /// Disconnects `sockets` of one session if its record says so; returns whether it did.
+    fn judge(
+        &self,
+        sockets: &[Arc<Socket>],
+        user: &Result<Value, crate::auth::LookupError>,
+        family: &'static str,
+    ) -> bool {
+        let reason = match user {
+            Err(crate::auth::LookupError::NoSession) => "session_gone",
+            Err(_) => "no_user",
+            Ok(user) if sockets.iter().any(|s| s.data.get("user") != Some(user)) => "user_changed",
+            Ok(_) => return false,
+        };
+        self.metrics.inc(family, reason);
+        tracing::debug!(
+            reason,
+            sockets = sockets.len(),
+            "session no longer valid; disconnecting its sockets"
+        );
+        for socket in sockets {
+            self.disconnect(socket, true);
+        }
+        true
+    }
+
     /// Checks every authenticated socket's session against the store, as Express would on its
     /// next request: sockets whose session is gone (logout, expiry, destroy), has no user any
     /// more, or has another user are disconnected. One `MGET` per 1000 sessions. When the store
     /// is unavailable nobody is disconnected (the next round tries again).
     pub async fn revalidate_sessions(&self) {
         let Some(auth) = &self.auth else { return };
-        let mut by_session: HashMap<Arc<str>, Vec<Arc<Socket>>> = HashMap::new();
-        for nsp in self.namespaces.values() {
-            for socket in nsp.select(&[] as &[&str], &[] as &[&str]) {
-                if let Some(session) = &socket.session {
-                    by_session.entry(session.clone()).or_default().push(socket);
-                }
-            }
-        }
-        let sessions: Vec<Arc<str>> = by_session.keys().cloned().collect();
+        // Sessions whose sockets are all gone leave the index here.
+        self.sessions.retain(|_, sockets| {
+            sockets.retain(|s| s.upgrade().is_some_and(|s| s.is_connected()));
+            !sockets.is_empty()
+        });
+        let sessions: Vec<Arc<str>> = self.sessions.iter().map(|e| e.key().clone()).collect();
         let mut gone = 0usize;
         for chunk in sessions.chunks(1000) {
             let users = match auth.store.users(chunk).await {
@@ -220,22 +305,9 @@ impl Gateway {
                 }
             };
             for (session, user) in chunk.iter().zip(users) {
-                let sockets = &by_session[session];
-                let reason = match &user {
-                    Err(crate::auth::LookupError::NoSession) => "session_gone",
-                    Err(_) => "no_user",
-                    Ok(user) if sockets.iter().any(|s| s.data.get("user") != Some(user)) => "user_changed",
-                    Ok(_) => continue,
-                };
-                self.metrics.inc("wsgate_revalidations_total", reason);
-                gone += 1;
-                tracing::debug!(
-                    reason,
-                    sockets = sockets.len(),
-                    "session no longer valid; disconnecting its sockets"
-                );
-                for socket in sockets {
-                    self.disconnect(socket, true);
+                let sockets = self.sockets_of_session(session);
+                if !sockets.is_empty() && self.judge(&sockets, &user, "wsgate_revalidations_total") {
+                    gone += 1;
                 }
             }
         }
@@ -471,6 +543,7 @@ impl Session<'_> {
             session,
         );
         nsp.add(&socket, rooms);
+        gateway.index_session(&socket);
         conn.namespace_connected();
         socket.send(&Packet::connect_ok(&nsp.name, &socket.id));
         self.sockets.push((nsp.name.clone(), socket.clone()));

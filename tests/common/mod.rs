@@ -34,6 +34,11 @@ impl Redis {
     }
 
     pub async fn start_on(port: u16) -> Redis {
+        Self::start_with(port, &[]).await
+    }
+
+    /// A redis-server with extra configuration (e.g. `--maxmemory`).
+    pub async fn start_with(port: u16, extra: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -45,6 +50,7 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

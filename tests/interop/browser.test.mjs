@@ -20,6 +20,7 @@ import {
   startClusterNode,
   startEcho,
   startNginx,
+  echoHandlers,
 } from "./helpers.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -195,13 +196,7 @@ async function startNodeEchoWithPage(t) {
     res.end("<!doctype html><title>node</title>");
   });
   const server = new Server(httpServer, { transports: ["websocket"] });
-  for (const nsp of [server.of("/"), server.of("/custom")]) {
-    nsp.on("connection", (socket) => {
-      socket.emit("auth", socket.handshake.auth);
-      socket.on("message", (...args) => socket.emit("message-back", ...args.filter((a) => typeof a !== "function")));
-      socket.on("message-with-ack", (...args) => args.pop()(...args));
-    });
-  }
+  echoHandlers(server);
   httpServer.listen(0, "127.0.0.1");
   await new Promise((r) => httpServer.once("listening", r));
   t.after(() => new Promise((r) => server.close(() => r())));

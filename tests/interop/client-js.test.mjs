@@ -12,7 +12,7 @@ import session from "express-session";
 import { RedisStore } from "connect-redis";
 import { createClient } from "redis";
 import { io } from "../../client-js/dist/wsgate-client.esm.js";
-import { startRedis, startWsgate, startExpressApp, startEcho, login, freePort } from "./helpers.mjs";
+import { startRedis, startWsgate, startExpressApp, startEcho, login, freePort, echoHandlers } from "./helpers.mjs";
 
 /** A WebSocket constructor that sends `cookie` with the handshake, as a browser would. */
 function withCookie(cookie) {
@@ -43,14 +43,7 @@ async function startNodeEcho(t, port) {
   port ??= await freePort();
   const httpServer = createServer();
   const server = new Server(httpServer, { transports: ["websocket"] });
-  for (const nsp of [server.of("/"), server.of("/custom")]) {
-    nsp.on("connection", (socket) => {
-      socket.emit("auth", socket.handshake.auth);
-      socket.on("message", (...args) => socket.emit("message-back", ...args.filter((a) => typeof a !== "function")));
-      socket.on("message-with-ack", (...args) => args.pop()(...args));
-      socket.on("kick-me", () => socket.disconnect());
-    });
-  }
+  echoHandlers(server);
   httpServer.listen(port, "127.0.0.1");
   await once(httpServer, "listening");
   const close = () => new Promise((r) => server.close(() => r()));

@@ -255,3 +255,15 @@ http {
   await waitFor("nginx", async () => (await fetch(`${url}/socket.io/?EIO=4&transport=websocket`)).status === 400);
   return { url };
 }
+
+/** examples/echo's handlers on a Node socket.io server, for tests that compare the two. */
+export function echoHandlers(server) {
+  for (const nsp of [server.of("/"), server.of("/custom")]) {
+    nsp.on("connection", (socket) => {
+      socket.emit("auth", socket.handshake.auth);
+      socket.on("message", (...args) => socket.emit("message-back", ...args.filter((a) => typeof a !== "function")));
+      socket.on("message-with-ack", (...args) => args.pop()(...args));
+      socket.on("kick-me", () => socket.disconnect());
+    });
+  }
+}
