@@ -287,6 +287,17 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_REJECT_AT_UPGRADE")]
     pub reject_at_upgrade: bool,
 
+    /// Milliseconds over which a node stopping (SIGTERM) closes its connections, in batches,
+    /// so clients reconnect to the other nodes without a thundering herd. /readyz turns 503
+    /// first. 0 closes them all at once.
+    #[arg(long, env = "WSGATE_DRAIN_TIMEOUT", default_value_t = 10_000)]
+    pub drain_timeout: u64,
+
+    /// Refuse to start when Redis does not answer (exit 2). Without it the node starts, reports
+    /// not ready on /readyz, and logs what to check until Redis answers.
+    #[arg(long, env = "WSGATE_REQUIRE_REDIS")]
+    pub require_redis: bool,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -96,11 +96,13 @@ pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) 
     });
     let admin = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state.clone());
     let mut main = Router::new()
         .route(&path, any(socket_endpoint))
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz));
     if state.options.serve_client {
         let base = path.trim_end_matches('/');
         for (name, script) in CLIENT_SCRIPTS {
@@ -161,6 +163,15 @@ async fn client_script(script: &'static str, headers: HeaderMap) -> Response {
         script,
     )
         .into_response()
+}
+
+/// 200 while this node should get new clients; 503 with the reason while it drains or cannot
+/// reach Redis. `/healthz` only says the process is alive.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.gateway.readiness() {
+        Ok(()) => "ready".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

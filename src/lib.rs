@@ -89,6 +89,9 @@ impl Server {
         };
         let admin_listen = http.admin_listen;
         let gateway = Gateway::new(config);
+        if cluster.is_some() {
+            gateway.require_redis();
+        }
         let cluster = cluster.map(|c| cluster::Cluster::start(gateway.clone(), c));
         let metrics = gateway.metrics.clone();
         let (app, admin) = http::routers(gateway.clone(), http);
@@ -132,11 +135,36 @@ impl Server {
         self.cluster.as_ref()
     }
 
-    /// Disconnects every client, stops accepting, and waits for the listeners to finish.
+    /// Closes every client's connection at once, stops accepting, and waits for the listeners.
     pub async fn shutdown(self) {
-        self.gateway.close_all();
-        for listener in self.listeners {
-            listener.shutdown(std::time::Duration::from_secs(5)).await;
+        self.drain(std::time::Duration::ZERO).await;
+    }
+
+    /// Leaves the cluster gently, for deploys: `/readyz` turns 503 so the balancer stops sending,
+    /// new connections are refused, open ones are closed in batches spread over `over` (clients
+    /// reconnect to other nodes, not all at once), queued frames are flushed, and this returns
+    /// once every session has ended (or `over` plus a few seconds have passed).
+    pub async fn drain(self, over: std::time::Duration) {
+        self.gateway.set_ready(false);
+        // The public listener stops at once; the admin one (if any) keeps answering /readyz
+        // with 503 until the end.
+        let mut public = self.listeners;
+        let admin = public.split_off(1);
+        let closing = async {
+            for listener in public {
+                listener.shutdown(std::time::Duration::from_secs(1)).await;
+            }
+        };
+        let ((), ()) = tokio::join!(self.gateway.drain(over, 20), closing);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        while !self.gateway.engine().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.stop();
+        }
+        for listener in admin {
+            listener.shutdown(std::time::Duration::from_secs(1)).await;
         }
     }
 }

@@ -34,6 +34,18 @@ async fn serve(args: wsgate::config::ServeArgs) -> ExitCode {
         }
     };
     let secrets = gateway.auth.as_ref().map_or(0, |a| a.secrets.len());
+    if args.require_redis {
+        let mut conn = cluster.publisher.clone();
+        let ping = tokio::time::timeout(
+            Duration::from_secs(5),
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await;
+        if !matches!(ping, Ok(Ok(_))) {
+            eprintln!("wsgate: Redis at --redis-url does not answer (--require-redis): check that it runs, and the URL, password and network between them");
+            return ExitCode::from(2);
+        }
+    }
     let server = match wsgate::Server::start(args.listen, gateway, http, Some(cluster)).await {
         Ok(server) => server,
         Err(err) => {
@@ -51,8 +63,10 @@ async fn serve(args: wsgate::config::ServeArgs) -> ExitCode {
         "wsgate listening"
     );
     shutdown_signal().await;
-    tracing::info!("shutting down: disconnecting clients");
-    server.shutdown().await;
+    let drain = Duration::from_millis(args.drain_timeout);
+    tracing::info!(connections = server.gateway().connection_count(), over = ?drain, "draining: not ready, no new connections, closing the open ones in batches");
+    server.drain(drain).await;
+    tracing::info!("drained; exiting");
     ExitCode::SUCCESS
 }
 

@@ -63,6 +63,8 @@ pub struct Cluster {
     read_worker: Arc<tokio::sync::Semaphore>,
     /// `__keyspace@<db>__:<session prefix>`, and whether to configure Redis to send it.
     keyspace: Option<(String, bool)>,
+    /// Ends the subscriber and the response publisher (shutdown).
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// The flags `notify-keyspace-events` needs for revocation: keyspace channel (K), generic
@@ -127,14 +129,30 @@ impl Cluster {
             reads: Arc::default(),
             read_worker: Arc::new(tokio::sync::Semaphore::new(1)),
             keyspace,
+            stop: tokio::sync::watch::channel(false).0,
         });
         tokio::spawn(publish_responses(
             cluster.publisher.clone(),
             cluster.gateway.clone(),
             queue,
+            cluster.stop.subscribe(),
         ));
-        tokio::spawn(cluster.clone().subscribe_forever());
+        let mut stopped = cluster.stop.subscribe();
+        let subscriber = cluster.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = subscriber.subscribe_forever() => {}
+                _ = stopped.changed() => {}
+            }
+        });
         cluster
+    }
+
+    /// Leaves the cluster: unsubscribes (the pub/sub connection is closed) and stops publishing
+    /// responses, once what is queued is out.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+        self.gateway.metrics.pubsub_up.store(0, Ordering::Relaxed);
     }
 
     fn adapter(&self, nsp: &str) -> Result<&NamespaceAdapter, ClusterError> {
@@ -609,16 +627,34 @@ async fn publish_responses(
     mut publisher: redis::aio::ConnectionManager,
     gateway: Arc<Gateway>,
     mut queue: mpsc::Receiver<(String, Vec<u8>)>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    while let Some((channel, bytes)) = queue.recv().await {
-        let published = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(bytes)
-            .query_async::<i64>(&mut publisher)
-            .await;
-        if let Err(err) = published {
-            gateway.metrics.inc("wsgate_adapter_dropped_total", "publish_failed");
-            tracing::warn!(channel, error = %err, "could not publish an adapter response");
+    loop {
+        let next = tokio::select! {
+            next = queue.recv() => next,
+            _ = stop.changed() => None,
+        };
+        match next {
+            Some((channel, bytes)) => publish_one(&mut publisher, &gateway, &channel, bytes).await,
+            None => {
+                // Stopping: what is queued still goes out.
+                while let Ok((channel, bytes)) = queue.try_recv() {
+                    publish_one(&mut publisher, &gateway, &channel, bytes).await;
+                }
+                return;
+            }
         }
+    }
+}
+
+async fn publish_one(publisher: &mut redis::aio::ConnectionManager, gateway: &Gateway, channel: &str, bytes: Vec<u8>) {
+    let published = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(bytes)
+        .query_async::<i64>(publisher)
+        .await;
+    if let Err(err) = published {
+        gateway.metrics.inc("wsgate_adapter_dropped_total", "publish_failed");
+        tracing::warn!(channel, error = %err, "could not publish an adapter response");
     }
 }

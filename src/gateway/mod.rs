@@ -119,6 +119,10 @@ pub struct Gateway {
     hooks: Arc<dyn SocketHooks>,
     /// Sockets by express-session id (held weakly; pruned as they go), for revocation.
     sessions: DashMap<Arc<str>, Vec<Weak<Socket>>>,
+    /// False once the node is draining: the balancer should send no more clients.
+    ready: std::sync::atomic::AtomicBool,
+    /// Whether readiness includes Redis (a node started with the cluster adapter).
+    needs_redis: std::sync::atomic::AtomicBool,
     pub metrics: Arc<Metrics>,
 }
 
@@ -139,15 +143,19 @@ impl Gateway {
             engine: Engine::new(config.transport),
             hooks: config.hooks,
             sessions: DashMap::new(),
+            ready: std::sync::atomic::AtomicBool::new(true),
+            needs_redis: std::sync::atomic::AtomicBool::new(false),
             metrics: Arc::default(),
         });
         if let (Some(every), Some(_)) = (config.revalidate_interval, &gateway.auth) {
             // Holds only a weak reference: the task ends with the gateway.
             let weak = Arc::downgrade(&gateway);
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
+                // Each node starts at a random point of the interval, so the nodes of a cluster
+                // do not all read every session at the same moment.
+                let offset = every.mul_f64(rand::random::<f64>());
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
                 loop {
                     tick.tick().await;
                     let Some(gateway) = weak.upgrade() else { return };
@@ -177,6 +185,26 @@ impl Gateway {
 
     pub fn namespaces(&self) -> impl Iterator<Item = &Arc<Namespace>> {
         self.namespaces.values()
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Readiness includes Redis from now on (the node joined the cluster).
+    pub fn require_redis(&self) {
+        self.needs_redis.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this node should get new clients: `Err` says why not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("draining");
+        }
+        if self.needs_redis.load(Ordering::Relaxed) && self.metrics.pubsub_up.load(Ordering::Relaxed) != 1 {
+            return Err("Redis unreachable");
+        }
+        Ok(())
     }
 
     /// Open Engine.IO sessions, on either transport.
@@ -320,13 +348,32 @@ impl Gateway {
         }
     }
 
-    /// Closes every connection (sockets get a DISCONNECT first), for shutdown.
+    /// Closes every connection, for shutdown: the transport is closed (WebSocket code 1001, or
+    /// the polling close packet) without a Socket.IO DISCONNECT, so clients reconnect by
+    /// themselves, to another node.
     pub fn close_all(&self) {
-        for nsp in self.namespaces.values() {
-            for socket in nsp.select(&[] as &[&str], &[] as &[&str]) {
-                self.disconnect(&socket, false);
+        self.engine.close_all(CloseReason::ShuttingDown);
+    }
+
+    /// Closes every connection in `batches` spread evenly over `over`, so the clients of a node
+    /// that is going away reconnect to the others without a thundering herd. Returns once the
+    /// last batch was asked to close.
+    pub async fn drain(&self, over: std::time::Duration, batches: usize) {
+        let sids = self.engine.sids();
+        let batches = batches.clamp(1, sids.len().max(1));
+        let per_batch = sids.len().div_ceil(batches);
+        let pause = over / batches as u32;
+        for (i, batch) in sids.chunks(per_batch.max(1)).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            for sid in batch {
+                if let Some(session) = self.engine.lookup(sid) {
+                    session.outbox.close(CloseReason::ShuttingDown);
+                }
             }
         }
+        // Sessions opened meanwhile (the listeners stopped first, so only in-flight ones).
         self.engine.close_all(CloseReason::ShuttingDown);
     }
 

@@ -175,6 +175,11 @@ impl Engine {
         self.sessions.get(sid).map(|entry| entry.value().clone())
     }
 
+    /// The ids of the open sessions, in no particular order.
+    pub fn sids(&self) -> Vec<Arc<str>> {
+        self.sessions.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Asks every session to close (what is queued is still sent).
     pub fn close_all(&self, reason: CloseReason) {
         for entry in self.sessions.iter() {

@@ -395,6 +395,26 @@ impl GatewayProcess {
     pub async fn metrics(&self) -> String {
         http(self.addr, "GET", "/metrics", &[]).await.1
     }
+
+    /// Sends SIGTERM, as systemd does on stop.
+    pub fn signal_term(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+    }
+
+    /// The exit code, if the process ends within `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let until = std::time::Instant::now() + within;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
 }
 
 impl Drop for GatewayProcess {
