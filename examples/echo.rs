@@ -65,6 +65,7 @@ async fn main() -> std::io::Result<()> {
         },
         hooks: Arc::new(Echo),
         revalidate_interval: None,
+        touch_interval: None,
     };
     // Both transports, as engine.io serves them by default.
     let server = wsgate::Server::start(args.listen, config, HttpOptions::default(), None).await?;

@@ -211,6 +211,18 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_CONFIGURE_KEYSPACE_EVENTS")]
     pub configure_keyspace_events: bool,
 
+    /// Milliseconds within which a session this node verified may connect again while Redis
+    /// is unreachable (let in from memory, at most 100,000 sessions, checked again as soon as
+    /// Redis is back). 0: off, everyone gets "Session store unavailable" during an outage.
+    #[arg(long, env = "WSGATE_STORE_OUTAGE_GRACE", default_value_t = 0)]
+    pub store_outage_grace: u64,
+
+    /// Milliseconds: socket activity extends the session's TTL at most this often per session,
+    /// as express-session's rolling touch would (EXPIRE to the cookie's maxAge; the record is
+    /// never rewritten, a deleted session never comes back). 0: off (TTLs belong to Express).
+    #[arg(long, env = "WSGATE_TOUCH_SESSIONS", default_value_t = 0)]
+    pub touch_sessions: u64,
+
     /// Milliseconds between checks of every socket's session in Redis: sockets whose session
     /// was logged out, expired or destroyed in the web app are disconnected. 0 disables.
     #[arg(long, env = "WSGATE_REVALIDATE_INTERVAL", default_value_t = 30_000)]
@@ -447,6 +459,12 @@ impl ServeArgs {
                 cookie_name: self.cookie_name.clone(),
                 secrets,
                 store,
+                grace: (self.store_outage_grace > 0).then(|| {
+                    Arc::new(crate::auth::OutageGrace::new(
+                        Duration::from_millis(self.store_outage_grace),
+                        crate::auth::OutageGrace::DEFAULT_MAX_ENTRIES,
+                    ))
+                }),
             }),
             rooms: RoomTemplates {
                 user: self.user_room.clone(),
@@ -456,6 +474,7 @@ impl ServeArgs {
             hooks: Arc::new(NoHooks),
             revalidate_interval: (self.revalidate_interval > 0)
                 .then(|| Duration::from_millis(self.revalidate_interval)),
+            touch_interval: (self.touch_sessions > 0).then(|| Duration::from_millis(self.touch_sessions)),
         };
         let http = HttpOptions {
             path: self.path.clone(),

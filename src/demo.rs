@@ -184,11 +184,13 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                 "/passport/user".into(),
                 Duration::from_secs(2),
             ),
+            grace: None,
         }),
         rooms: RoomTemplates::default(),
         transport: TransportConfig::default(),
         hooks: Arc::new(Welcome { node: node.clone() }),
         revalidate_interval: Some(Duration::from_secs(5)),
+        touch_interval: None,
     };
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))

@@ -78,6 +78,10 @@ const FAMILIES: &[(&str, &str)] = &[
         "Sessions whose sockets were closed on a keyspace event (deleted, expired, evicted, renamed) or a rewrite (no_user, user_changed)",
     ),
     (
+        "wsgate_session_touches_total",
+        "Session TTLs extended after socket activity (--touch-sessions), by outcome (extended, gone, store_unavailable)",
+    ),
+    (
         "wsgate_revalidations_total",
         "Sessions found invalid on revalidation (or skipped), by reason",
     ),

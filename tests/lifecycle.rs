@@ -40,10 +40,18 @@ async fn drain_goes_unready_then_closes_clients_in_spread_batches() {
     );
 
     // Every client's transport is closed (1001), with no DISCONNECT packet before it.
+    let watchers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                assert_eq!(client.closed().await, Some(1001));
+                started.elapsed()
+            })
+        })
+        .collect();
     let mut closed_at = Vec::new();
-    for client in &mut clients {
-        assert_eq!(client.closed().await, Some(1001));
-        closed_at.push(started.elapsed());
+    for watcher in watchers {
+        closed_at.push(watcher.await.unwrap());
     }
     let (first, last) = (closed_at.iter().min().unwrap(), closed_at.iter().max().unwrap());
     assert!(
@@ -87,4 +95,96 @@ async fn redis_down_at_start_is_not_ready_or_fatal_on_request() {
     let (code, output) = wsgate_cli(&["--redis-url", &dead, "--session-secret", SECRET, "--require-redis"]);
     assert_eq!(code, 2);
     assert!(output.contains("does not answer (--require-redis)"), "{output}");
+}
+
+const OTHER: &str = "lifecycleOtherSession-0123456789ab";
+
+/// CONNECT to `/` with `cookie` on a fresh connection: the server's answer packet.
+async fn connect_answer(addr: std::net::SocketAddr, cookie: &str) -> (Client, String) {
+    let (mut client, _) = Client::open(addr, &[("cookie", cookie)]).await.expect("upgrade");
+    client.send("40").await;
+    let answer = client.text().await;
+    (client, answer)
+}
+
+#[tokio::test]
+async fn a_store_outage_lets_in_only_sessions_verified_within_the_grace() {
+    let port = free_port();
+    let redis = Redis::start_on(port).await;
+    redis.login(SID, "42").await;
+    redis.login(OTHER, "7").await;
+    let graced = gateway(&redis.url(), &["--store-outage-grace", "60000"]).await;
+    let strict = gateway(&redis.url(), &[]).await;
+    redis.wait_for_servers("/", 2).await;
+    let (alice_cookie, other_cookie) = (cookie_for(SID, SECRET), cookie_for(OTHER, SECRET));
+    // Verified once, on each node, before the outage.
+    let (mut first, _) = Client::connect_as(graced.local_addr(), &alice_cookie).await;
+    let _ = Client::connect_as(strict.local_addr(), &alice_cookie).await;
+
+    drop(redis);
+    // Connected sockets stay.
+    first.idle(Duration::from_millis(300)).await;
+    // Alice reconnects: let in from memory by the node with the grace, not by the other.
+    let (_again, answer) = connect_answer(graced.local_addr(), &alice_cookie).await;
+    assert!(answer.starts_with("40{\"sid\""), "{answer}");
+    assert_eq!(graced.gateway().metrics.get("wsgate_auth_total", "outage_grace"), 1);
+    let (_, refused) = connect_answer(strict.local_addr(), &alice_cookie).await;
+    assert_eq!(refused, r#"44{"message":"Session store unavailable"}"#);
+    // A session this node never verified is refused even with the grace.
+    let (_, refused) = connect_answer(graced.local_addr(), &other_cookie).await;
+    assert_eq!(refused, r#"44{"message":"Session store unavailable"}"#);
+
+    // Redis comes back empty: everyone let in during the outage is checked at once, and goes.
+    let _redis = Redis::start_on(port).await;
+    let (mut again, _) = (first, ());
+    let closing = async {
+        loop {
+            if let Received::Closed(_) = again.recv().await {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .expect("closed once the store answers again");
+}
+
+#[tokio::test]
+async fn socket_activity_touches_the_session_at_most_once_per_interval() {
+    let redis = Redis::start().await;
+    // Written as express-session does: cookie.originalMaxAge 3,600,000 ms, EX 3600.
+    redis.login(SID, "42").await;
+    let server = gateway(&redis.url(), &["--touch-sessions", "400"]).await;
+    let key = format!("sess:{SID}");
+    let ttl = || async { redis.cmd::<i64>(&["TTL", &key]).await };
+    let (mut client, _) = Client::connect_as(server.local_addr(), &cookie_for(SID, SECRET)).await;
+    let _: i64 = redis.cmd(&["EXPIRE", &key, "100"]).await;
+
+    // Activity right after the handshake (which read the session) does not touch yet.
+    client.send(r#"42["e"]"#).await;
+    client.idle(Duration::from_millis(100)).await;
+    assert!(ttl().await <= 100);
+    // After the interval, the next event extends it to the cookie's maxAge.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client.send(r#"42["e"]"#).await;
+    let metrics = &server.gateway().metrics;
+    eventually("touched", || {
+        metrics.get("wsgate_session_touches_total", "extended") == 1
+    })
+    .await;
+    assert!(ttl().await > 3500, "extended to originalMaxAge");
+    // At most once per interval.
+    let _: i64 = redis.cmd(&["EXPIRE", &key, "100"]).await;
+    client.send(r#"42["e"]"#).await;
+    client.idle(Duration::from_millis(100)).await;
+    assert!(ttl().await <= 100);
+    // A deleted session is never brought back.
+    let _: i64 = redis.cmd(&["DEL", &key]).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client.send(r#"42["e"]"#).await;
+    eventually("the touch found nothing", || {
+        metrics.get("wsgate_session_touches_total", "gone") == 1
+    })
+    .await;
+    assert_eq!(redis.cmd::<i64>(&["EXISTS", &key]).await, 0);
 }

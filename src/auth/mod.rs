@@ -21,6 +21,55 @@ pub struct Identity {
     pub session_id: String,
     /// The raw value at the user path (`passport.user`), as `serializeUser` stored it.
     pub user: Value,
+    /// Let in from the outage-grace record while the store was unreachable (to be checked again
+    /// as soon as it is back).
+    pub in_grace: bool,
+    /// The TTL a touch gives the session (see [`SessionStore::lookup`]).
+    pub ttl_secs: u64,
+}
+
+/// Sessions this node verified recently, to let their sockets back in while the store is
+/// unreachable (`--store-outage-grace`). Bounded by age (the window) and count: an entry is a
+/// session id and its user, about 200 bytes, so the default cap holds about 20 MB at most.
+pub struct OutageGrace {
+    window: std::time::Duration,
+    max_entries: usize,
+    verified: parking_lot::Mutex<std::collections::HashMap<String, (Value, std::time::Instant)>>,
+}
+
+impl OutageGrace {
+    pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+
+    pub fn new(window: std::time::Duration, max_entries: usize) -> Self {
+        OutageGrace {
+            window,
+            max_entries,
+            verified: Default::default(),
+        }
+    }
+
+    fn remember(&self, session_id: &str, user: &Value) {
+        let now = std::time::Instant::now();
+        let mut verified = self.verified.lock();
+        if verified.len() >= self.max_entries && !verified.contains_key(session_id) {
+            verified.retain(|_, (_, at)| now.duration_since(*at) < self.window);
+            if verified.len() >= self.max_entries {
+                return;
+            }
+        }
+        verified.insert(session_id.to_owned(), (user.clone(), now));
+    }
+
+    fn forget(&self, session_id: &str) {
+        self.verified.lock().remove(session_id);
+    }
+
+    /// The user this node verified for `session_id` within the window.
+    fn recall(&self, session_id: &str) -> Option<Value> {
+        let verified = self.verified.lock();
+        let (user, at) = verified.get(session_id)?;
+        (at.elapsed() < self.window).then(|| user.clone())
+    }
 }
 
 /// Why a handshake carries no identity.
@@ -61,6 +110,8 @@ pub struct SessionAuth {
     pub cookie_name: String,
     pub secrets: SessionSecrets,
     pub store: SessionStore,
+    /// Off (`None`): a store outage refuses every handshake.
+    pub grace: Option<std::sync::Arc<OutageGrace>>,
 }
 
 impl SessionAuth {
@@ -70,10 +121,34 @@ impl SessionAuth {
         cookie_headers: impl IntoIterator<Item = &'h str>,
     ) -> Result<Identity, AuthError> {
         let session_id = cookie::session_id(cookie_headers, &self.cookie_name, &self.secrets)?;
-        match self.store.user(&session_id).await {
-            Ok(user) => Ok(Identity { session_id, user }),
-            Err(LookupError::Unavailable(why)) => Err(AuthError::StoreUnavailable(why)),
-            Err(other) => Err(AuthError::Session(other)),
+        match self.store.lookup(&session_id).await {
+            Ok((user, ttl_secs)) => {
+                if let Some(grace) = &self.grace {
+                    grace.remember(&session_id, &user);
+                }
+                Ok(Identity {
+                    session_id,
+                    user,
+                    in_grace: false,
+                    ttl_secs,
+                })
+            }
+            // Only a session this node verified within the window, with that same user.
+            Err(LookupError::Unavailable(why)) => match self.grace.as_ref().and_then(|g| g.recall(&session_id)) {
+                Some(user) => Ok(Identity {
+                    session_id,
+                    user,
+                    in_grace: true,
+                    ttl_secs: 0,
+                }),
+                None => Err(AuthError::StoreUnavailable(why)),
+            },
+            Err(other) => {
+                if let Some(grace) = &self.grace {
+                    grace.forget(&session_id);
+                }
+                Err(AuthError::Session(other))
+            }
         }
     }
 }

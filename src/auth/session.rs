@@ -1,8 +1,9 @@
 //! The session record connect-redis writes: `GET <prefix><sid>`, JSON, and the user in it.
 //!
-//! Read-only: the gateway never writes, touches or expires a session (TTLs belong to Express).
-//! Key existence decides validity; `cookie.expires` is deliberately not checked, because
-//! express-session does not check it for external stores either.
+//! Read-only but for one thing: with `--touch-sessions`, socket activity extends a session's TTL
+//! as express-session's rolling touch would (EXPIRE only: the record is never rewritten, and a
+//! deleted key is never brought back). Key existence decides validity; `cookie.expires` is
+//! deliberately not checked, because express-session does not check it for external stores.
 
 use redis::aio::ConnectionManager;
 use serde_json::Value;
@@ -44,6 +45,12 @@ impl SessionStore {
 
     /// The logged-in user of session `sid`: one `GET`, bounded by the lookup timeout.
     pub async fn user(&self, sid: &str) -> Result<Value, LookupError> {
+        self.lookup(sid).await.map(|(user, _)| user)
+    }
+
+    /// The user of session `sid` and the TTL connect-redis gives it on a touch: the cookie's
+    /// `originalMaxAge` in seconds, or connect-redis's default of one day.
+    pub async fn lookup(&self, sid: &str) -> Result<(Value, u64), LookupError> {
         let key = format!("{}{}", self.prefix, sid);
         let mut redis = self.redis.clone();
         let mut cmd = redis::cmd("GET");
@@ -55,7 +62,21 @@ impl SessionStore {
             Ok(Ok(None)) => return Err(LookupError::NoSession),
             Ok(Ok(Some(record))) => record,
         };
-        user_of(&record, &self.user_pointer)
+        let user = user_of(&record, &self.user_pointer)?;
+        Ok((user, touch_ttl(&record)))
+    }
+
+    /// Extends session `sid` by `ttl_secs`, if it still exists (EXPIRE never creates a key).
+    pub async fn touch(&self, sid: &str, ttl_secs: u64) -> Result<bool, LookupError> {
+        let mut redis = self.redis.clone();
+        let mut cmd = redis::cmd("EXPIRE");
+        cmd.arg(format!("{}{}", self.prefix, sid)).arg(ttl_secs);
+        let expire = cmd.query_async::<i64>(&mut redis);
+        match tokio::time::timeout(self.timeout, expire).await {
+            Ok(Ok(n)) => Ok(n == 1),
+            Ok(Err(err)) => Err(LookupError::Unavailable(err.to_string())),
+            Err(_) => Err(LookupError::Unavailable(format!("no answer within {:?}", self.timeout))),
+        }
     }
 }
 
@@ -90,6 +111,14 @@ impl SessionStore {
             })
             .collect())
     }
+}
+
+/// connect-redis's TTL for a record: `cookie.originalMaxAge` in seconds, else one day.
+fn touch_ttl(record: &[u8]) -> u64 {
+    serde_json::from_slice::<Value>(record)
+        .ok()
+        .and_then(|json| json.pointer("/cookie/originalMaxAge")?.as_u64())
+        .map_or(86_400, |ms| (ms / 1000).max(1))
 }
 
 /// The user at `pointer` in a session record, as passport decides: present and not `null`,

@@ -104,6 +104,8 @@ pub struct GatewayConfig {
     pub hooks: Arc<dyn SocketHooks>,
     /// How often [`Gateway::revalidate_sessions`] runs (`None`: never).
     pub revalidate_interval: Option<std::time::Duration>,
+    /// Socket activity extends its session's TTL at most this often (`None`: never).
+    pub touch_interval: Option<std::time::Duration>,
 }
 
 /// The outcome of authenticating a handshake (`None` when auth is off).
@@ -119,6 +121,9 @@ pub struct Gateway {
     hooks: Arc<dyn SocketHooks>,
     /// Sockets by express-session id (held weakly; pruned as they go), for revocation.
     sessions: DashMap<Arc<str>, Vec<Weak<Socket>>>,
+    touch_interval: Option<std::time::Duration>,
+    /// When each session was last touched, and the TTL a touch gives it.
+    touched: DashMap<Arc<str>, (std::time::Instant, u64)>,
     /// False once the node is draining: the balancer should send no more clients.
     ready: std::sync::atomic::AtomicBool,
     /// Whether readiness includes Redis (a node started with the cluster adapter).
@@ -143,6 +148,8 @@ impl Gateway {
             engine: Engine::new(config.transport),
             hooks: config.hooks,
             sessions: DashMap::new(),
+            touch_interval: config.touch_interval,
+            touched: DashMap::new(),
             ready: std::sync::atomic::AtomicBool::new(true),
             needs_redis: std::sync::atomic::AtomicBool::new(false),
             metrics: Arc::default(),
@@ -240,12 +247,45 @@ impl Gateway {
             .unwrap_or_default()
     }
 
-    fn index_session(&self, socket: &Arc<Socket>) {
+    fn index_session(&self, socket: &Arc<Socket>, ttl_secs: u64) {
+        if let (Some(session), Some(_)) = (&socket.session, self.touch_interval) {
+            // A session's first socket starts its touch clock: the handshake just read it.
+            self.touched
+                .entry(session.clone())
+                .or_insert((std::time::Instant::now(), ttl_secs));
+        }
         if let Some(session) = &socket.session {
             let mut sockets = self.sessions.entry(session.clone()).or_default();
             sockets.retain(|s| s.upgrade().is_some_and(|s| s.is_connected()));
             sockets.push(Arc::downgrade(socket));
         }
+    }
+
+    /// Extends the session of `socket` after client activity, as express-session's rolling touch
+    /// does, at most once per touch interval per session (and never for a session let in
+    /// during a store outage: its TTL is unknown).
+    fn touch(self: &Arc<Self>, socket: &Socket) {
+        let (Some(every), Some(session)) = (self.touch_interval, &socket.session) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let ttl = match self.touched.get_mut(session) {
+            Some(mut entry) if entry.1 > 0 && now.duration_since(entry.0) >= every => {
+                entry.0 = now;
+                entry.1
+            }
+            _ => return,
+        };
+        let (gateway, session) = (self.clone(), session.clone());
+        tokio::spawn(async move {
+            let Some(auth) = &gateway.auth else { return };
+            match auth.store.touch(&session, ttl).await {
+                Ok(true) => gateway.metrics.inc("wsgate_session_touches_total", "extended"),
+                // The key is gone: nothing is resurrected (revocation closes the sockets).
+                Ok(false) => gateway.metrics.inc("wsgate_session_touches_total", "gone"),
+                Err(_) => gateway.metrics.inc("wsgate_session_touches_total", "store_unavailable"),
+            }
+        });
     }
 
     /// Disconnects every socket of `session` on this node, because the web app ended it
@@ -321,6 +361,7 @@ impl Gateway {
             sockets.retain(|s| s.upgrade().is_some_and(|s| s.is_connected()));
             !sockets.is_empty()
         });
+        self.touched.retain(|session, _| self.sessions.contains_key(session));
         let sessions: Vec<Arc<str>> = self.sessions.iter().map(|e| e.key().clone()).collect();
         let mut gone = 0usize;
         for chunk in sessions.chunks(1000) {
@@ -572,8 +613,13 @@ impl Session<'_> {
                 return Err(CloseReason::ServerDisconnect);
             }
         };
-        if self.identity.is_some() {
-            gateway.metrics.inc("wsgate_auth_total", "ok");
+        match &self.identity {
+            Some(Ok(identity)) if identity.in_grace => {
+                gateway.metrics.inc("wsgate_auth_total", "outage_grace");
+                tracing::info!(nsp = %packet.nsp, "session store unavailable: let in a session this node verified within --store-outage-grace");
+            }
+            Some(_) => gateway.metrics.inc("wsgate_auth_total", "ok"),
+            None => {}
         }
         let auth = packet.data.unwrap_or_else(|| json!({}));
         let session = match &self.identity {
@@ -590,7 +636,11 @@ impl Session<'_> {
             session,
         );
         nsp.add(&socket, rooms);
-        gateway.index_session(&socket);
+        let ttl = match &self.identity {
+            Some(Ok(identity)) => identity.ttl_secs,
+            _ => 0,
+        };
+        gateway.index_session(&socket, ttl);
         conn.namespace_connected();
         socket.send(&Packet::connect_ok(&nsp.name, &socket.id));
         self.sockets.push((nsp.name.clone(), socket.clone()));
@@ -599,6 +649,7 @@ impl Session<'_> {
     }
 
     fn event(&mut self, socket: &Arc<Socket>, packet: Packet) {
+        self.gateway.touch(socket);
         let ack = packet.id;
         if self.gateway.hooks.on_event(socket, packet) {
             return;
