@@ -67,6 +67,14 @@ fn metrics(scenario: &str) -> &'static [Metric] {
             ("upgrade p50 (ms)", "/upgrade_latency/p50_ms", false),
             ("upgrade p99 (ms)", "/upgrade_latency/p99_ms", false),
         ],
+        "rolling-restart" => &[
+            ("clients connected at the end", "/connected", true),
+            ("clients that reconnected", "/reconnected", true),
+            ("disconnects per client", "/disconnected_per_client", false),
+            ("broadcasts lost after a reconnect", "/lost_after_reconnect", false),
+            ("all clients back after restart 1 (s)", "/recovery_first_s", false),
+            ("all clients back after restart 2 (s)", "/recovery_second_s", false),
+        ],
         "churn" => &[
             ("observers", "/connected", true),
             ("churn connects", "/churn_connects", true),
