@@ -66,6 +66,13 @@ async fn main() -> std::io::Result<()> {
         hooks: Arc::new(Echo),
         revalidate_interval: None,
         touch_interval: None,
+        // A protocol test server: no event limits.
+        policy: wsgate::gateway::ClientPolicy {
+            events_per_second: 1e9,
+            event_burst: 1e9,
+            ..Default::default()
+        },
+        metrics: Default::default(),
     };
     // Both transports, as engine.io serves them by default.
     let server = wsgate::Server::start(args.listen, config, HttpOptions::default(), None).await?;

@@ -205,6 +205,50 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_SESSION_LOOKUP_TIMEOUT", default_value_t = 2_000)]
     pub session_lookup_timeout: u64,
 
+    /// Redis Stream every client event is appended to (XADD), for backends to read with
+    /// consumer groups; empty: events are not forwarded (acks say "unhandled").
+    #[arg(long, env = "WSGATE_INBOUND_STREAM", default_value = "wsgate:inbound")]
+    pub inbound_stream: String,
+
+    /// Approximate length the inbound stream is trimmed to (XADD MAXLEN ~).
+    #[arg(long, env = "WSGATE_INBOUND_MAXLEN", default_value_t = 100_000)]
+    pub inbound_maxlen: u64,
+
+    /// Only these client events are forwarded (comma-separated); empty: all.
+    #[arg(long, env = "WSGATE_INBOUND_EVENTS", value_delimiter = ',')]
+    pub inbound_events: Vec<String>,
+
+    /// This node's name in forwarded events (default: the --listen address).
+    #[arg(long, env = "WSGATE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// The event a client joins a room with: ["join", "<room>"].
+    #[arg(long, env = "WSGATE_JOIN_EVENT", default_value = "join")]
+    pub join_event: String,
+
+    /// The event a client leaves a room with.
+    #[arg(long, env = "WSGATE_LEAVE_EVENT", default_value = "leave")]
+    pub leave_event: String,
+
+    /// Room a client may join, as a pattern: * is any text, {user} the session's user (e.g.
+    /// public:*, inbox:{user}); repeatable. None: clients may join no room.
+    #[arg(long = "allow-join", env = "WSGATE_ALLOW_JOIN", value_delimiter = ',')]
+    pub allow_join: Vec<String>,
+
+    /// Rooms a client may join on its own, at most (server- and backend-made joins are not
+    /// counted).
+    #[arg(long, env = "WSGATE_MAX_ROOMS_PER_SOCKET", default_value_t = 100)]
+    pub max_rooms_per_socket: usize,
+
+    /// Sustained client events per second per connection; more are refused (ack
+    /// "rate_limited"), and a whole burst refused in a row disconnects the client.
+    #[arg(long, env = "WSGATE_MAX_EVENTS_PER_SECOND", default_value_t = 50.0)]
+    pub max_events_per_second: f64,
+
+    /// Client events a connection may send at once.
+    #[arg(long, env = "WSGATE_EVENTS_BURST", default_value_t = 100.0)]
+    pub events_burst: f64,
+
     /// Merge the flags session revocation needs (Kgxe$) into Redis's notify-keyspace-events at
     /// start (and after Redis restarts), so a logout or expiry closes sockets within a second.
     /// Without it a missing setting is reported, and the periodic revalidation still applies.
@@ -447,6 +491,8 @@ impl ServeArgs {
                 configure: self.configure_keyspace_events,
             }),
         };
+        let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+        let redis_for_inbound = redis.clone();
         let store = SessionStore::new(
             redis,
             self.session_prefix.clone(),
@@ -471,10 +517,36 @@ impl ServeArgs {
                 session: self.session_room.clone(),
             },
             transport: self.transport(),
-            hooks: Arc::new(NoHooks),
+            hooks: match self.inbound_stream.as_str() {
+                "" => Arc::new(NoHooks),
+                stream => crate::inbound::Forwarder::start(
+                    crate::inbound::InboundOptions {
+                        stream: stream.into(),
+                        max_len: self.inbound_maxlen,
+                        events: self.inbound_events.clone(),
+                        node: self.node_id.clone().unwrap_or_else(|| self.listen.to_string()),
+                        queue: 10_000,
+                    },
+                    redis_for_inbound,
+                    metrics.clone(),
+                ),
+            },
             revalidate_interval: (self.revalidate_interval > 0)
                 .then(|| Duration::from_millis(self.revalidate_interval)),
             touch_interval: (self.touch_sessions > 0).then(|| Duration::from_millis(self.touch_sessions)),
+            policy: crate::gateway::ClientPolicy {
+                join_event: self.join_event.clone(),
+                leave_event: self.leave_event.clone(),
+                allow_join: self
+                    .allow_join
+                    .iter()
+                    .map(|p| crate::gateway::RoomPattern::parse(p))
+                    .collect(),
+                max_rooms_per_socket: self.max_rooms_per_socket,
+                events_per_second: self.max_events_per_second,
+                event_burst: self.events_burst.max(1.0),
+            },
+            metrics: metrics.clone(),
         };
         let http = HttpOptions {
             path: self.path.clone(),

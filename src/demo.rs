@@ -191,6 +191,8 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         hooks: Arc::new(Welcome { node: node.clone() }),
         revalidate_interval: Some(Duration::from_secs(5)),
         touch_interval: None,
+        policy: Default::default(),
+        metrics: Default::default(),
     };
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))

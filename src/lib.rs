@@ -20,6 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod http;
+pub mod inbound;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;

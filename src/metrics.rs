@@ -78,6 +78,14 @@ const FAMILIES: &[(&str, &str)] = &[
         "Sessions whose sockets were closed on a keyspace event (deleted, expired, evicted, renamed) or a rewrite (no_user, user_changed)",
     ),
     (
+        "wsgate_inbound_events_total",
+        "Client events by outcome: stored (in the inbound stream), store_unavailable, queue_full, not_forwarded, rate_limited, abuse_disconnect",
+    ),
+    (
+        "wsgate_room_requests_total",
+        "Client join/leave requests: joined, left, forbidden, too_many_rooms",
+    ),
+    (
         "wsgate_session_touches_total",
         "Session TTLs extended after socket activity (--touch-sessions), by outcome (extended, gone, store_unavailable)",
     ),

@@ -143,7 +143,15 @@ async fn origin_must_be_same_origin_or_allowed() {
 
 #[tokio::test]
 async fn heartbeat_keeps_answering_clients_and_drops_silent_ones() {
-    let (_redis, server, cookie) = setup(&["--ping-interval", "100", "--ping-timeout", "150"]).await;
+    let (_redis, server, cookie) = setup(&[
+        "--inbound-stream",
+        "",
+        "--ping-interval",
+        "100",
+        "--ping-timeout",
+        "150",
+    ])
+    .await;
     let addr = server.local_addr();
 
     let (mut alive, _) = Client::connect_as(addr, &cookie).await;
@@ -191,7 +199,7 @@ async fn frame_over_max_payload_closes_the_connection() {
 /// Each malformed input closes only its own connection; a bystander keeps working.
 #[tokio::test]
 async fn malformed_packets_close_only_their_connection() {
-    let (_redis, server, cookie) = setup(&["--namespace", "/admin"]).await;
+    let (_redis, server, cookie) = setup(&["--inbound-stream", "", "--namespace", "/admin"]).await;
     let addr = server.local_addr();
     let (mut bystander, _) = Client::connect_as(addr, &cookie).await;
 
@@ -246,7 +254,7 @@ async fn malformed_packets_close_only_their_connection() {
 
 #[tokio::test]
 async fn namespaces_events_and_unhandled_acks() {
-    let (_redis, server, cookie) = setup(&["--namespace", "/admin"]).await;
+    let (_redis, server, cookie) = setup(&["--inbound-stream", "", "--namespace", "/admin"]).await;
     let addr = server.local_addr();
     let (mut client, _) = Client::open(addr, &[("cookie", &cookie)]).await.unwrap();
 

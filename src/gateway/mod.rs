@@ -8,6 +8,9 @@
 //! WebSocket or HTTP long-polling.
 
 mod namespace;
+mod policy;
+
+pub use policy::{ClientPolicy, RoomPattern};
 
 pub use namespace::{frames, parse_query, AckHandler, Handshake, Namespace, Room, Socket, MAX_PENDING_ACKS};
 
@@ -106,6 +109,10 @@ pub struct GatewayConfig {
     pub revalidate_interval: Option<std::time::Duration>,
     /// Socket activity extends its session's TTL at most this often (`None`: never).
     pub touch_interval: Option<std::time::Duration>,
+    /// What clients may do on their own: join rooms, how many events.
+    pub policy: ClientPolicy,
+    /// The counters `/metrics` shows, shared with the hooks.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The outcome of authenticating a handshake (`None` when auth is off).
@@ -122,6 +129,7 @@ pub struct Gateway {
     /// Sockets by express-session id (held weakly; pruned as they go), for revocation.
     sessions: DashMap<Arc<str>, Vec<Weak<Socket>>>,
     touch_interval: Option<std::time::Duration>,
+    policy: ClientPolicy,
     /// When each session was last touched, and the TTL a touch gives it.
     touched: DashMap<Arc<str>, (std::time::Instant, u64)>,
     /// False once the node is draining: the balancer should send no more clients.
@@ -149,10 +157,11 @@ impl Gateway {
             hooks: config.hooks,
             sessions: DashMap::new(),
             touch_interval: config.touch_interval,
+            policy: config.policy,
             touched: DashMap::new(),
             ready: std::sync::atomic::AtomicBool::new(true),
             needs_redis: std::sync::atomic::AtomicBool::new(false),
-            metrics: Arc::default(),
+            metrics: config.metrics,
         });
         if let (Some(every), Some(_)) = (config.revalidate_interval, &gateway.auth) {
             // Holds only a weak reference: the task ends with the gateway.
@@ -434,6 +443,8 @@ impl Gateway {
             identity,
             handshake: Arc::new(handshake),
             sockets: Vec::new(),
+            events: policy::TokenBucket::new(self.policy.event_burst),
+            joined: 0,
         };
         let mut decoder = Decoder::default();
         // Attachments of a binary packet must all arrive by then (pingTimeout after its header).
@@ -536,6 +547,10 @@ struct Session<'g> {
     handshake: Arc<Handshake>,
     /// Namespaces this connection has joined (rarely more than one).
     sockets: Vec<(Arc<str>, Arc<Socket>)>,
+    /// Events this connection may still send.
+    events: policy::TokenBucket,
+    /// Rooms this connection's client joined on its own.
+    joined: u16,
 }
 
 impl Session<'_> {
@@ -569,7 +584,7 @@ impl Session<'_> {
                             nsp.remove(&socket);
                         }
                     }
-                    PacketKind::Event => self.event(&socket, packet),
+                    PacketKind::Event => self.event(&socket, packet)?,
                     PacketKind::Ack => {
                         let handler = packet.id.and_then(|id| socket.take_ack(id));
                         match (handler, packet.data) {
@@ -648,16 +663,76 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn event(&mut self, socket: &Arc<Socket>, packet: Packet) {
-        self.gateway.touch(socket);
+    fn event(&mut self, socket: &Arc<Socket>, packet: Packet) -> Result<(), CloseReason> {
+        let gateway = self.gateway;
+        gateway.touch(socket);
         let ack = packet.id;
-        if self.gateway.hooks.on_event(socket, packet) {
-            return;
+        let refuse = |error: &str| {
+            if let Some(id) = ack {
+                socket.ack(id, vec![json!({"ok": false, "error": error})], Vec::new());
+            }
+        };
+        let policy = &gateway.policy;
+        if !self.events.allow(policy.events_per_second, policy.event_burst) {
+            gateway.metrics.inc("wsgate_inbound_events_total", "rate_limited");
+            refuse("rate_limited");
+            // Sustained abuse: a whole burst's worth refused in a row.
+            if f64::from(self.events.refused_in_a_row) >= policy.event_burst {
+                tracing::info!(socket = %socket.id, "client keeps sending past --max-events-per-second; disconnecting it");
+                gateway.metrics.inc("wsgate_inbound_events_total", "abuse_disconnect");
+                gateway.disconnect(socket, true);
+            }
+            return Ok(());
         }
-        self.gateway.metrics.inc("wsgate_unhandled_events_total", "dropped");
-        if let Some(id) = ack {
-            socket.ack(id, vec![json!({"ok": false, "error": "unhandled"})], Vec::new());
+        let name = match &packet.data {
+            Some(Value::Array(args)) => args.first().and_then(Value::as_str),
+            _ => None,
+        };
+        let room = || match &packet.data {
+            Some(Value::Array(args)) => args.get(1).and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        };
+        if name == Some(policy.join_event.as_str()) || name == Some(policy.leave_event.as_str()) {
+            let joining = name == Some(policy.join_event.as_str());
+            let user = policy::user_text(socket.data.get("user").unwrap_or(&Value::Null));
+            let allowed = room().filter(|room| policy.allow_join.iter().any(|p| p.matches(room, &user)));
+            let Some(room) = allowed else {
+                gateway.metrics.inc("wsgate_room_requests_total", "forbidden");
+                refuse("forbidden");
+                return Ok(());
+            };
+            let Some(nsp) = gateway.namespace(&socket.nsp) else {
+                return Ok(());
+            };
+            if joining {
+                if usize::from(self.joined) >= policy.max_rooms_per_socket {
+                    gateway.metrics.inc("wsgate_room_requests_total", "too_many_rooms");
+                    refuse("too_many_rooms");
+                    return Ok(());
+                }
+                if !socket.rooms().iter().any(|r| **r == *room) {
+                    self.joined = self.joined.saturating_add(1);
+                }
+                nsp.join(socket, room.as_str().into());
+                gateway.metrics.inc("wsgate_room_requests_total", "joined");
+            } else {
+                if socket.rooms().iter().any(|r| **r == *room) {
+                    self.joined = self.joined.saturating_sub(1);
+                }
+                nsp.leave(socket, &room);
+                gateway.metrics.inc("wsgate_room_requests_total", "left");
+            }
+            if let Some(id) = ack {
+                socket.ack(id, vec![json!({"ok": true})], Vec::new());
+            }
+            return Ok(());
         }
+        if gateway.hooks.on_event(socket, packet) {
+            return Ok(());
+        }
+        gateway.metrics.inc("wsgate_unhandled_events_total", "dropped");
+        refuse("unhandled");
+        Ok(())
     }
 }
 

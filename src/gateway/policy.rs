@@ -1,0 +1,180 @@
+//! What a client may do on its own: join and leave rooms (an allow-list of patterns), and how
+//! many events it may send (a token bucket per connection).
+
+use serde_json::Value;
+use std::time::Instant;
+
+/// The client-facing limits and the reserved room events.
+#[derive(Debug, Clone)]
+pub struct ClientPolicy {
+    /// The event a client joins a room with (`["join", "<room>"]`).
+    pub join_event: String,
+    /// The event a client leaves a room with.
+    pub leave_event: String,
+    /// Rooms a client may join; none: no room may be joined.
+    pub allow_join: Vec<RoomPattern>,
+    /// Rooms a client may join on its own, at most (rooms joined by the server or a backend are
+    /// not counted).
+    pub max_rooms_per_socket: usize,
+    /// Sustained events per second per connection.
+    pub events_per_second: f64,
+    /// Events a connection may send at once.
+    pub event_burst: f64,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        ClientPolicy {
+            join_event: "join".into(),
+            leave_event: "leave".into(),
+            allow_join: Vec::new(),
+            max_rooms_per_socket: 100,
+            events_per_second: 50.0,
+            event_burst: 100.0,
+        }
+    }
+}
+
+/// A room pattern: literal text, `*` (any run of characters) and `{user}` (the socket's user,
+/// matched literally, so a user named `*` matches only `*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomPattern(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Any,
+    User,
+}
+
+impl RoomPattern {
+    pub fn parse(pattern: &str) -> Self {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut rest = pattern;
+        while let Some(c) = rest.chars().next() {
+            if let Some(after) = rest.strip_prefix("{user}") {
+                if !text.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut text)));
+                }
+                parts.push(Part::User);
+                rest = after;
+            } else if c == '*' {
+                if !text.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut text)));
+                }
+                parts.push(Part::Any);
+                rest = &rest[1..];
+            } else {
+                text.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        RoomPattern(parts)
+    }
+
+    /// Whether `room` matches for a socket whose user is `user` (its room form: strings as they
+    /// are, anything else as JSON).
+    pub fn matches(&self, room: &str, user: &str) -> bool {
+        fn go(parts: &[Part], room: &str, user: &str) -> bool {
+            match parts.split_first() {
+                None => room.is_empty(),
+                Some((Part::Text(t), rest)) => room.strip_prefix(t.as_str()).is_some_and(|r| go(rest, r, user)),
+                Some((Part::User, rest)) => room.strip_prefix(user).is_some_and(|r| go(rest, r, user)),
+                Some((Part::Any, rest)) => room
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .chain(std::iter::once(room.len()))
+                    .any(|i| go(rest, &room[i..], user)),
+            }
+        }
+        go(&self.0, room, user)
+    }
+}
+
+/// The user as room names show it.
+pub fn user_text(user: &Value) -> String {
+    match user {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Events a connection may still send: refilled at the sustained rate, capped at the burst.
+/// Twelve bytes: it lives in every connection's task.
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: f32,
+    /// Milliseconds since [`epoch`] at the last refill.
+    at_ms: u32,
+    /// Events refused since the last one allowed.
+    pub refused_in_a_row: u16,
+}
+
+/// A process-wide start, so a refill time fits in 32 bits (49 days; it wraps harmlessly).
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u32 {
+    epoch().elapsed().as_millis() as u32
+}
+
+impl TokenBucket {
+    pub fn new(burst: f64) -> Self {
+        TokenBucket {
+            tokens: burst as f32,
+            at_ms: now_ms(),
+            refused_in_a_row: 0,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn allow(&mut self, per_second: f64, burst: f64) -> bool {
+        let now = now_ms();
+        let elapsed = f64::from(now.wrapping_sub(self.at_ms)) / 1000.0;
+        self.tokens = (f64::from(self.tokens) + elapsed * per_second).min(burst) as f32;
+        self.at_ms = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused_in_a_row = 0;
+            true
+        } else {
+            self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_literally_around_wildcards_and_the_user() {
+        let public = RoomPattern::parse("public:*");
+        assert!(public.matches("public:lobby", "42"));
+        assert!(public.matches("public:", "42"));
+        assert!(!public.matches("private:lobby", "42"));
+        let inbox = RoomPattern::parse("inbox:{user}");
+        assert!(inbox.matches("inbox:42", "42"));
+        assert!(!inbox.matches("inbox:43", "42"));
+        assert!(!inbox.matches("inbox:anything", "*"), "a user named * is no wildcard");
+        assert!(inbox.matches("inbox:*", "*"));
+        let mixed = RoomPattern::parse("team:*:{user}:*");
+        assert!(mixed.matches("team:a:42:b", "42"));
+        assert!(!mixed.matches("team:a:43:b", "42"));
+    }
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_the_rate() {
+        let mut bucket = TokenBucket::new(3.0);
+        assert!((0..3).all(|_| bucket.allow(1.0, 3.0)));
+        assert!(!bucket.allow(1.0, 3.0));
+        assert_eq!(bucket.refused_in_a_row, 1);
+    }
+}

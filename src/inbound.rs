@@ -1,0 +1,203 @@
+//! Client events to backends: each event a client emits becomes one entry of a Redis Stream
+//! (`XADD`), which backends read with consumer groups and answer through the emitter.
+//!
+//! Owns the stream writer: one task per node, fed by a bounded queue (full: the event is
+//! refused, never buffered without bound), writing in pipelined batches with approximate
+//! trimming. An ack means stored: a client that asked for one gets `{"ok":true,"id":…}` only once
+//! Redis accepted the entry, and `{"ok":false,"error":…}` otherwise. Knows nothing of rooms or
+//! transports: it is the gateway's [`SocketHooks`] for events.
+//!
+//! The entry's fields are a contract backends rely on (README, "Client events"): `nsp`,
+//! `socket`, `user` (JSON), `session`, `event`, `args` (JSON array; binary attachments as
+//! `{"_placeholder":true,"num":N}`, their bytes in `bin0`, `bin1`, …), `node`, `ts` (ms).
+
+use crate::gateway::{Socket, SocketHooks};
+use crate::protocol::socketio::Packet;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Where and what to forward.
+#[derive(Debug, Clone)]
+pub struct InboundOptions {
+    /// The stream key (`--inbound-stream`).
+    pub stream: String,
+    /// Approximate length the stream is trimmed to (`MAXLEN ~`).
+    pub max_len: u64,
+    /// Event names forwarded; empty: all.
+    pub events: Vec<String>,
+    /// This node's name in the `node` field.
+    pub node: String,
+    /// Events waiting to be written, at most.
+    pub queue: usize,
+}
+
+/// Why an event was not stored, as its ack says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    StoreUnavailable,
+    QueueFull,
+    RateLimited,
+    NotForwarded,
+    Forbidden,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::StoreUnavailable => "store_unavailable",
+            Refusal::QueueFull => "queue_full",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::NotForwarded => "not_forwarded",
+            Refusal::Forbidden => "forbidden",
+        }
+    }
+
+    /// The ack a client gets: `{"ok":false,"error":"…"}`.
+    pub fn ack(self) -> Value {
+        json!({ "ok": false, "error": self.as_str() })
+    }
+}
+
+struct Entry {
+    fields: Vec<(&'static str, Vec<u8>)>,
+    /// Who to acknowledge, and under which id.
+    ack: Option<(Arc<Socket>, u64)>,
+}
+
+/// The gateway's event hook that forwards client events to the stream.
+pub struct Forwarder {
+    options: InboundOptions,
+    queue: mpsc::Sender<Entry>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Forwarder {
+    /// Starts the writer task on `redis`.
+    pub fn start(
+        options: InboundOptions,
+        redis: redis::aio::ConnectionManager,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Forwarder> {
+        let (queue, entries) = mpsc::channel(options.queue.max(1));
+        tokio::spawn(write(options.clone(), redis, entries, metrics.clone()));
+        Arc::new(Forwarder {
+            options,
+            queue,
+            metrics,
+        })
+    }
+}
+
+impl SocketHooks for Forwarder {
+    fn on_event(&self, socket: &Arc<Socket>, packet: Packet) -> bool {
+        let Some(Value::Array(mut data)) = packet.data else {
+            return false;
+        };
+        let Some(Value::String(event)) = (!data.is_empty()).then(|| data.remove(0)) else {
+            return false;
+        };
+        let ack = packet.id.map(|id| (socket.clone(), id));
+        if !self.options.events.is_empty() && !self.options.events.contains(&event) {
+            self.metrics.inc("wsgate_inbound_events_total", "not_forwarded");
+            if let Some((socket, id)) = ack {
+                socket.ack(id, vec![Refusal::NotForwarded.ack()], Vec::new());
+            }
+            return true;
+        }
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut fields = vec![
+            ("nsp", socket.nsp.as_bytes().to_vec()),
+            ("socket", socket.id.as_bytes().to_vec()),
+            (
+                "user",
+                socket.data.get("user").unwrap_or(&Value::Null).to_string().into_bytes(),
+            ),
+            ("session", socket.session.as_deref().unwrap_or("").as_bytes().to_vec()),
+            ("event", event.into_bytes()),
+            ("args", Value::Array(data).to_string().into_bytes()),
+            ("node", self.options.node.as_bytes().to_vec()),
+            ("ts", ts.to_string().into_bytes()),
+        ];
+        fields.extend(attachment_fields(&packet.attachments));
+        match self.queue.try_send(Entry { fields, ack }) {
+            Ok(()) => {}
+            Err(refused) => {
+                self.metrics.inc("wsgate_inbound_events_total", "queue_full");
+                let entry = match refused {
+                    mpsc::error::TrySendError::Full(entry) | mpsc::error::TrySendError::Closed(entry) => entry,
+                };
+                if let Some((socket, id)) = entry.ack {
+                    socket.ack(id, vec![Refusal::QueueFull.ack()], Vec::new());
+                }
+            }
+        }
+        true
+    }
+}
+
+/// `bin0`, `bin1`, …: the raw bytes of each attachment.
+fn attachment_fields(attachments: &[Bytes]) -> Vec<(&'static str, Vec<u8>)> {
+    const NAMES: [&str; 10] = [
+        "bin0", "bin1", "bin2", "bin3", "bin4", "bin5", "bin6", "bin7", "bin8", "bin9",
+    ];
+    attachments
+        .iter()
+        .zip(NAMES)
+        .map(|(data, name)| (name, data.to_vec()))
+        .collect()
+}
+
+/// Most entries written in one pipeline.
+const BATCH: usize = 256;
+
+/// The writer: takes what is queued (up to a batch), writes it in one pipeline, acks each entry
+/// with its id or the error.
+async fn write(
+    options: InboundOptions,
+    mut redis: redis::aio::ConnectionManager,
+    mut entries: mpsc::Receiver<Entry>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while entries.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for entry in &batch {
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(&options.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(options.max_len)
+                .arg("*");
+            for (name, value) in &entry.fields {
+                cmd.arg(*name).arg(value.as_slice());
+            }
+        }
+        let stored: redis::RedisResult<Vec<String>> = pipe.query_async(&mut redis).await;
+        match stored {
+            Ok(ids) => {
+                for (entry, id) in batch.drain(..).zip(ids) {
+                    metrics.inc("wsgate_inbound_events_total", "stored");
+                    if let Some((socket, ack)) = entry.ack {
+                        socket.ack(ack, vec![json!({ "ok": true, "id": id })], Vec::new());
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, entries = batch.len(), stream = %options.stream, "client events not stored: Redis refused or is unreachable; their acks say so");
+                for entry in batch.drain(..) {
+                    metrics.inc("wsgate_inbound_events_total", "store_unavailable");
+                    if let Some((socket, ack)) = entry.ack {
+                        socket.ack(ack, vec![Refusal::StoreUnavailable.ack()], Vec::new());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Client events reach backends through a Redis Stream, acks mean stored, clients join the rooms
+//! they are allowed to, and a flooding client is limited without hurting the others.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const SID: &str = "inboundSessionId-0123456789abcdef";
+const POLITE: &str = "inboundPoliteSession-0123456789ab";
+
+/// The ack of packet `id`, skipping anything else the server sends meanwhile.
+async fn ack_of(client: &mut Client, id: u64) -> Value {
+    loop {
+        let text = client.text().await;
+        let Some(rest) = text.strip_prefix("43") else { continue };
+        let digits = rest.find('[').unwrap_or(rest.len());
+        if rest[..digits].parse::<u64>().ok() == Some(id) {
+            return serde_json::from_str::<Value>(&rest[digits..]).unwrap()[0].clone();
+        }
+    }
+}
+
+/// `XRANGE` as (entry id, fields).
+type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+async fn entries(redis: &Redis, stream: &str) -> Vec<(String, HashMap<String, Vec<u8>>)> {
+    let reply: StreamEntries = {
+        let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+        let value: redis::Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        redis::from_redis_value(value).unwrap()
+    };
+    reply
+        .into_iter()
+        .map(|(id, fields)| (id, fields.into_iter().collect()))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_event_lands_in_the_stream_with_every_field_and_its_ack_has_the_id() {
+    let redis = Redis::start().await;
+    redis.login(SID, r#""alice""#).await;
+    let server = gateway(&redis.url(), &["--node-id", "node-a"]).await;
+    let (mut client, socket_id) = Client::connect_as(server.local_addr(), &cookie_for(SID, SECRET)).await;
+    client
+        .send(r#"451-7["chat",{"text":"hi"},{"_placeholder":true,"num":0}]"#)
+        .await;
+    client.send_binary(&[1, 2, 3]).await;
+    let ack = ack_of(&mut client, 7).await;
+    assert_eq!(ack["ok"], json!(true));
+    let stored = entries(&redis, "wsgate:inbound").await;
+    assert_eq!(stored.len(), 1);
+    let (id, fields) = &stored[0];
+    assert_eq!(ack["id"], json!(id), "the ack names the entry");
+    let text = |k: &str| String::from_utf8(fields[k].clone()).unwrap();
+    assert_eq!(text("nsp"), "/");
+    assert_eq!(text("socket"), socket_id);
+    assert_eq!(text("user"), r#""alice""#);
+    assert_eq!(text("session"), SID);
+    assert_eq!(text("event"), "chat");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text("args")).unwrap(),
+        json!([{"text":"hi"},{"_placeholder":true,"num":0}])
+    );
+    assert_eq!(fields["bin0"], vec![1, 2, 3]);
+    assert_eq!(text("node"), "node-a");
+    assert!(text("ts").parse::<u64>().unwrap() > 1_700_000_000_000);
+
+    // Only listed events are forwarded when --inbound-events is set.
+    let filtered = gateway(&redis.url(), &["--inbound-events", "chat", "--inbound-stream", "other"]).await;
+    let (mut client, _) = Client::connect_as(filtered.local_addr(), &cookie_for(SID, SECRET)).await;
+    client.send(r#"421["typing"]"#).await;
+    assert_eq!(
+        ack_of(&mut client, 1).await,
+        json!({"ok": false, "error": "not_forwarded"})
+    );
+    client.send(r#"422["chat","x"]"#).await;
+    assert_eq!(ack_of(&mut client, 2).await["ok"], json!(true));
+    assert_eq!(entries(&redis, "other").await.len(), 1);
+}
+
+#[tokio::test]
+async fn acks_mean_stored_across_a_redis_outage_and_restart() {
+    let dir = std::env::temp_dir().join(format!("wsgate-inbound-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let persisted = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    let port = free_port();
+    let redis = Redis::start_with(port, &persisted).await;
+    redis.login(SID, "42").await;
+    let server = gateway(&redis.url(), &[]).await;
+    let (mut client, _) = Client::connect_as(server.local_addr(), &cookie_for(SID, SECRET)).await;
+    let mut stored = Vec::new();
+    for n in 1..=5u64 {
+        client.send(&format!(r#"42{n}["chat",{n}]"#)).await;
+        let ack = ack_of(&mut client, n).await;
+        assert_eq!(ack["ok"], json!(true));
+        stored.push(ack["id"].as_str().unwrap().to_owned());
+    }
+    drop(redis);
+    // Redis down: an error ack, never a false ok.
+    client.send(r#"426["chat",6]"#).await;
+    assert_eq!(
+        ack_of(&mut client, 6).await,
+        json!({"ok": false, "error": "store_unavailable"})
+    );
+    let redis = Redis::start_with(port, &persisted).await;
+    // Back: acked again, and everything acked before and after is there.
+    let mut after = None;
+    for n in 7..40u64 {
+        client.send(&format!(r#"42{n}["chat",{n}]"#)).await;
+        let ack = ack_of(&mut client, n).await;
+        if ack["ok"] == json!(true) {
+            after = Some(ack["id"].as_str().unwrap().to_owned());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stored.push(after.expect("stored again once Redis is back"));
+    let ids: Vec<String> = entries(&redis, "wsgate:inbound")
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    for id in &stored {
+        assert!(ids.contains(id), "acked entry {id} survived the restart: {ids:?}");
+    }
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn clients_join_only_the_rooms_they_are_allowed_to() {
+    let redis = Redis::start().await;
+    redis.login(SID, r#""alice""#).await;
+    let server = gateway(
+        &redis.url(),
+        &[
+            "--allow-join",
+            "public:*",
+            "--allow-join",
+            "inbox:{user}",
+            "--max-rooms-per-socket",
+            "2",
+        ],
+    )
+    .await;
+    let (mut client, socket_id) = Client::connect_as(server.local_addr(), &cookie_for(SID, SECRET)).await;
+    let socket = server.gateway().namespace("/").unwrap().socket(&socket_id).unwrap();
+    let ok = json!({"ok": true});
+    let forbidden = json!({"ok": false, "error": "forbidden"});
+    for (n, room, expected) in [
+        (1, "public:lobby", &ok),
+        (2, "inbox:alice", &ok),
+        (3, "inbox:bob", &forbidden),
+        (4, "admin", &forbidden),
+    ] {
+        client.send(&format!(r#"42{n}["join","{room}"]"#)).await;
+        assert_eq!(&ack_of(&mut client, n).await, expected, "{room}");
+    }
+    let rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
+    assert!(rooms.contains(&"public:lobby".to_string()) && rooms.contains(&"inbox:alice".to_string()));
+    assert!(!rooms.contains(&"inbox:bob".to_string()));
+    client.send(r#"425["join","public:more"]"#).await;
+    assert_eq!(
+        ack_of(&mut client, 5).await,
+        json!({"ok": false, "error": "too_many_rooms"})
+    );
+    client.send(r#"426["leave","public:lobby"]"#).await;
+    assert_eq!(ack_of(&mut client, 6).await, ok);
+    assert!(!socket.rooms().iter().any(|r| &**r == "public:lobby"));
+    client.send(r#"427["join","public:more"]"#).await;
+    assert_eq!(ack_of(&mut client, 7).await, ok, "a left room frees its place");
+    // Nothing may be joined without --allow-join.
+    let strict = gateway(&redis.url(), &[]).await;
+    let (mut client, _) = Client::connect_as(strict.local_addr(), &cookie_for(SID, SECRET)).await;
+    client.send(r#"421["join","public:lobby"]"#).await;
+    assert_eq!(ack_of(&mut client, 1).await, forbidden);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_limited_and_cut_while_a_polite_one_keeps_its_latency() {
+    let redis = Redis::start().await;
+    redis.login(SID, "42").await;
+    redis.login(POLITE, "7").await;
+    let server = gateway(&redis.url(), &["--max-events-per-second", "20", "--events-burst", "40"]).await;
+    let addr = server.local_addr();
+    let (mut flood, _) = Client::connect_as(addr, &cookie_for(SID, SECRET)).await;
+    let (mut polite, _) = Client::connect_as(addr, &cookie_for(POLITE, SECRET)).await;
+    for n in 1..=60u64 {
+        flood.send(&format!(r#"42{n}["spam",{n}]"#)).await;
+    }
+    // Refusals are acked at once, stored events once written: collect all 60, in any order.
+    let mut acks = HashMap::new();
+    while acks.len() < 60 {
+        let text = flood.text().await;
+        let Some(rest) = text.strip_prefix("43") else { continue };
+        let digits = rest.find('[').unwrap();
+        let ack: Value = serde_json::from_str(&rest[digits..]).unwrap();
+        acks.insert(rest[..digits].parse::<u64>().unwrap(), ack[0].clone());
+    }
+    let limited = acks
+        .values()
+        .filter(|a| **a == json!({"ok": false, "error": "rate_limited"}))
+        .count();
+    assert!(limited >= 15, "past the burst, events are refused: {limited}");
+    // The polite client on the same node is answered as fast as ever.
+    let started = Instant::now();
+    polite.send(r#"421["chat","hello"]"#).await;
+    assert_eq!(ack_of(&mut polite, 1).await["ok"], json!(true));
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // Keeping on flooding (a whole burst refused in a row) gets the client disconnected.
+    for n in 100..300u64 {
+        flood.send(&format!(r#"42{n}["spam",{n}]"#)).await;
+    }
+    let closing = async {
+        loop {
+            if let Received::Closed(_) = flood.recv().await {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .expect("the flooding client is cut");
+    assert_eq!(
+        server
+            .gateway()
+            .metrics
+            .get("wsgate_inbound_events_total", "abuse_disconnect"),
+        1
+    );
+}
