@@ -28,6 +28,8 @@ use std::time::Duration;
 /// Where the demo's secret is kept, for `--join` (demo only: never do this with a real secret).
 const SECRET_KEY: &str = "wsgate:demo:secret";
 const COOKIE: &str = "connect.sid";
+/// The demo's inbound stream: its chat messages.
+const CHAT_STREAM: &str = "wsgate:demo:inbound";
 const SESSION_TTL: u64 = 86_400;
 
 #[derive(Debug, clap::Args)]
@@ -121,12 +123,18 @@ struct Demo {
     node: String,
 }
 
-/// Tells each socket, on connect, who and where it is (the page shows it).
+/// Tells each socket, on connect, who and where it is (the page shows it), and forwards client
+/// events to the inbound stream (the chat).
 struct Welcome {
     node: String,
+    forwarder: Arc<crate::inbound::Forwarder>,
 }
 
 impl SocketHooks for Welcome {
+    fn on_event(&self, socket: &Arc<Socket>, packet: crate::protocol::socketio::Packet) -> bool {
+        self.forwarder.on_event(socket, packet)
+    }
+
     fn on_connect(&self, socket: &Arc<Socket>) {
         let mut rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
         rooms.sort();
@@ -173,6 +181,18 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         emitter: Emitter::new(redis.clone(), "socket.io"),
         node: node.clone(),
     });
+    let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+    // Every node reads the chat: the consumer group hands each message to one of them.
+    // Its blocking reads get a connection of their own.
+    let reader = crate::inbound::reader_connection(&client).await?;
+    let chat = tokio::spawn({
+        let (emitter, consumer) = (Emitter::new(redis.clone(), "socket.io"), node.clone());
+        async move {
+            if let Err(err) = crate::inbound::run_chat(reader, emitter, CHAT_STREAM, "demo-chat", &consumer).await {
+                tracing::warn!(error = %err, "the demo's chat backend stopped");
+            }
+        }
+    });
     let config = GatewayConfig {
         namespaces: vec!["/".into()],
         auth: Some(SessionAuth {
@@ -188,11 +208,27 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         }),
         rooms: RoomTemplates::default(),
         transport: TransportConfig::default(),
-        hooks: Arc::new(Welcome { node: node.clone() }),
+        hooks: Arc::new(Welcome {
+            node: node.clone(),
+            forwarder: crate::inbound::Forwarder::start(
+                crate::inbound::InboundOptions {
+                    stream: CHAT_STREAM.into(),
+                    max_len: 10_000,
+                    events: vec!["chat".into()],
+                    node: node.clone(),
+                    queue: 1_000,
+                },
+                redis.clone(),
+                metrics.clone(),
+            ),
+        }),
         revalidate_interval: Some(Duration::from_secs(5)),
         touch_interval: None,
-        policy: Default::default(),
-        metrics: Default::default(),
+        policy: crate::gateway::ClientPolicy {
+            allow_join: vec![crate::gateway::RoomPattern::parse("demo:*")],
+            ..Default::default()
+        },
+        metrics: metrics.clone(),
     };
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
@@ -231,6 +267,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     if let Some(publisher) = publisher {
         publisher.abort();
     }
+    chat.abort();
     server.shutdown().await;
     Ok(())
 }

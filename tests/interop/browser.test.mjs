@@ -80,6 +80,12 @@ test("the demo: anonymous explained, log in, connected, live messages, log out c
   assert.equal(await page.textContent("#user"), '"alice"');
   assert.match(await page.textContent("#rooms"), /user:alice/);
   assert.match(await page.textContent("#messages li"), /message #\d+, published by node/);
+  // The chat goes through the inbound stream and the in-process backend, and comes back.
+  await page.fill("#chat-text", "hello from the browser");
+  await page.click("#chat-send");
+  await page.waitForSelector("#chat li");
+  assert.equal(await page.textContent("#chat li"), "alice: hello from the browser");
+  assert.match(await page.textContent("#chat-ack"), /^stored as \d+-\d+$/);
   await shot(page, "demo-connected");
 
   // Logging out elsewhere (another tab: same cookies) closes this page's socket at once.
