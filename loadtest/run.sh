@@ -59,7 +59,8 @@ start_nodes() {
   for _ in $(seq "$2"); do
     local port; port=$(free_port)
     if [[ $1 == wsgate ]]; then
-      "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$REDIS" --session-secret "$SECRET" >>"$WORK/wsgate.log" 2>&1 &
+      # The handshake rate limit is off: these runs measure capacity, not the limit.
+      "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$REDIS" --session-secret "$SECRET" --max-handshakes-per-second 0 >>"$WORK/wsgate.log" 2>&1 &
     else
       node loadtest/node-reference/server.mjs --port "$port" --redis-url "$REDIS" --secret "$SECRET" >>"$WORK/node.log" 2>&1 &
     fi

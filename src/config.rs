@@ -279,6 +279,16 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
 
+    /// New sessions per second this node opens at most; more get HTTP 503 with engine.io's
+    /// body, and clients back off. 0: no limit.
+    #[arg(long, env = "WSGATE_MAX_HANDSHAKES_PER_SECOND", default_value_t = 5000.0)]
+    pub max_handshakes_per_second: f64,
+
+    /// Session lookups (Redis GETs of handshakes) under way at most; past it new sessions get
+    /// HTTP 503, so a reconnect storm cannot pile onto Redis. 0: no limit.
+    #[arg(long, env = "WSGATE_MAX_PENDING_LOOKUPS", default_value_t = 2000)]
+    pub max_pending_lookups: usize,
+
     /// Connections from one address that have not yet sent a complete request (slowloris
     /// guard). Behind a proxy every connection comes from the proxy's address: proxies send
     /// complete requests at once, so the default still fits; 0 disables it.
@@ -559,6 +569,12 @@ impl ServeArgs {
                 self.max_pending_per_ip
             },
             handshake_timeout: Duration::from_millis(self.handshake_timeout),
+            max_handshakes_per_second: (self.max_handshakes_per_second > 0.0).then_some(self.max_handshakes_per_second),
+            max_pending_lookups: if self.max_pending_lookups == 0 {
+                usize::MAX
+            } else {
+                self.max_pending_lookups
+            },
             admin_listen: self.admin_listen,
             serve_client: self.serve_client,
             app: None,

@@ -37,6 +37,11 @@ pub struct HttpOptions {
     pub max_connections: Option<usize>,
     /// Connections from one address that have not yet sent a complete request.
     pub max_pending_per_ip: usize,
+    /// New sessions per second, at most (`None`: no limit); more get 503 and back off.
+    pub max_handshakes_per_second: Option<f64>,
+    /// Session lookups under way, at most: past it new sessions get 503, so a reconnect storm
+    /// cannot pile onto Redis.
+    pub max_pending_lookups: usize,
     /// Time a client has to send a request's headers, and a POST its body.
     pub handshake_timeout: std::time::Duration,
     /// A second listener for `/healthz` and `/metrics`, outside the connection cap; `/metrics`
@@ -67,6 +72,8 @@ impl Default for HttpOptions {
             sticky_cookie: None,
             trust_proxy: false,
             max_pending_per_ip: 64,
+            max_handshakes_per_second: None,
+            max_pending_lookups: usize::MAX,
             handshake_timeout: std::time::Duration::from_secs(10),
             admin_listen: None,
             serve_client: true,
@@ -78,6 +85,8 @@ impl Default for HttpOptions {
 struct AppState {
     gateway: Arc<Gateway>,
     options: HttpOptions,
+    /// New sessions this node may still open now (`--max-handshakes-per-second`).
+    handshakes: parking_lot::Mutex<(f64, std::time::Instant)>,
     /// The minute (since the epoch) of the last refusal logged at info.
     refusal_logged: AtomicU64,
 }
@@ -89,9 +98,11 @@ pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) 
     let separate_admin = options.admin_listen.is_some();
     let mut options = options;
     let app = options.app.take();
+    let burst = options.max_handshakes_per_second.unwrap_or(0.0);
     let state = Arc::new(AppState {
         gateway,
         options,
+        handshakes: parking_lot::Mutex::new((burst, std::time::Instant::now())),
         refusal_logged: AtomicU64::new(0),
     });
     let admin = Router::new()
@@ -228,6 +239,24 @@ impl Request {
 }
 
 impl AppState {
+    /// One new session under `--max-handshakes-per-second` (a token bucket with a one-second
+    /// burst), if there is room.
+    fn take_handshake(&self) -> bool {
+        let Some(rate) = self.options.max_handshakes_per_second else {
+            return true;
+        };
+        let mut bucket = self.handshakes.lock();
+        let now = std::time::Instant::now();
+        bucket.0 = (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * rate).min(rate);
+        bucket.1 = now;
+        if bucket.0 >= 1.0 {
+            bucket.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Counts a refused request on an existing session and logs why: the first of each minute
     /// at info (so a misconfigured balancer shows up), the rest at debug.
     fn refuse(&self, reason: &'static str, req: &Request, detail: &str) {
@@ -392,6 +421,25 @@ async fn new_session(
             StatusCode::SERVICE_UNAVAILABLE,
             HandshakeError::Forbidden.code(),
             "Server at capacity",
+        );
+    }
+
+    // Admission: a reconnect storm is spread out (clients back off on 503) instead of piling
+    // handshakes and session lookups onto this node and Redis.
+    let busy = if gateway.lookups_in_flight() >= state.options.max_pending_lookups {
+        Some("lookups_pending")
+    } else if !state.take_handshake() {
+        Some("rate_limited")
+    } else {
+        None
+    };
+    if let Some(reason) = busy {
+        gateway.metrics.inc("wsgate_handshakes_total", reason);
+        tracing::debug!(peer = %peer, reason, "handshake refused: server busy (--max-handshakes-per-second, --max-pending-lookups)");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            HandshakeError::Forbidden.code(),
+            "Server busy",
         );
     }
 

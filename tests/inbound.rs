@@ -225,7 +225,12 @@ async fn a_flooding_client_is_limited_and_cut_while_a_polite_one_keeps_its_laten
     assert!(started.elapsed() < Duration::from_millis(500));
     // Keeping on flooding (a whole burst refused in a row) gets the client disconnected.
     for n in 100..300u64 {
-        flood.send(&format!(r#"42{n}["spam",{n}]"#)).await;
+        use futures_util::SinkExt;
+        // The server may cut it before the loop ends: that is the point.
+        let message = tokio_tungstenite::tungstenite::Message::text(format!(r#"42{n}["spam",{n}]"#));
+        if flood.ws.send(message).await.is_err() {
+            break;
+        }
     }
     let closing = async {
         loop {
@@ -244,4 +249,65 @@ async fn a_flooding_client_is_limited_and_cut_while_a_polite_one_keeps_its_laten
             .get("wsgate_inbound_events_total", "abuse_disconnect"),
         1
     );
+}
+
+/// Admission: a connect storm never exceeds --max-connections; handshakes past the rate get
+/// engine.io's 503 body so clients back off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_holds_under_a_storm() {
+    let redis = Redis::start().await;
+    redis.login(SID, "42").await;
+    let server = gateway(&redis.url(), &["--max-connections", "50", "--max-pending-per-ip", "0"]).await;
+    let addr = server.local_addr();
+    let gauge = || {
+        server
+            .gateway()
+            .metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("wsgate_tcp_connections ")?.parse::<i64>().ok())
+            .unwrap()
+    };
+    let cookie = cookie_for(SID, SECRET);
+    let storm: Vec<_> = (0..200)
+        .map(|_| {
+            let cookie = cookie.clone();
+            tokio::spawn(async move {
+                // Refused at accept (closed) or accepted: either is an answer, never a hang.
+                let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                    format!("ws://{addr}/socket.io/?EIO=4&transport=websocket"),
+                )
+                .unwrap();
+                request.headers_mut().insert("cookie", cookie.parse().unwrap());
+                tokio_tungstenite::connect_async(request).await.ok().map(|(ws, _)| ws)
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    while storm.iter().any(|t| !t.is_finished()) {
+        peak = peak.max(gauge());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut held = Vec::new();
+    for task in storm {
+        held.extend(task.await.unwrap());
+    }
+    assert!(
+        peak <= 50 && gauge() <= 50,
+        "never more than --max-connections: peak {peak}"
+    );
+    assert_eq!(held.len(), 50, "the cap is used, not undershot");
+    drop(held);
+
+    // The handshake rate.
+    let limited = gateway(&redis.url(), &["--max-handshakes-per-second", "5"]).await;
+    let mut busy = 0;
+    for _ in 0..20 {
+        let (status, body) = http(limited.local_addr(), "GET", "/socket.io/?EIO=4&transport=polling", &[]).await;
+        if status == 503 {
+            assert_eq!(body, r#"{"code":4,"message":"Server busy"}"#);
+            busy += 1;
+        }
+    }
+    assert!(busy >= 10, "past the rate, 503: {busy}");
 }

@@ -132,6 +132,8 @@ pub struct Gateway {
     policy: ClientPolicy,
     /// When each session was last touched, and the TTL a touch gives it.
     touched: DashMap<Arc<str>, (std::time::Instant, u64)>,
+    /// Session lookups under way (handshakes waiting for Redis), for admission.
+    lookups_in_flight: std::sync::atomic::AtomicUsize,
     /// False once the node is draining: the balancer should send no more clients.
     ready: std::sync::atomic::AtomicBool,
     /// Whether readiness includes Redis (a node started with the cluster adapter).
@@ -159,6 +161,7 @@ impl Gateway {
             touch_interval: config.touch_interval,
             policy: config.policy,
             touched: DashMap::new(),
+            lookups_in_flight: Default::default(),
             ready: std::sync::atomic::AtomicBool::new(true),
             needs_redis: std::sync::atomic::AtomicBool::new(false),
             metrics: config.metrics,
@@ -221,6 +224,11 @@ impl Gateway {
             return Err("Redis unreachable");
         }
         Ok(())
+    }
+
+    /// Session lookups under way.
+    pub fn lookups_in_flight(&self) -> usize {
+        self.lookups_in_flight.load(Ordering::Relaxed)
     }
 
     /// Open Engine.IO sessions, on either transport.
@@ -435,7 +443,7 @@ impl Gateway {
         // The session lookup runs while the open packet travels to the client.
         let opened = conn.flush().await;
         let identity = match opened {
-            Ok(()) => auth.resolve(self.auth.as_ref()).await,
+            Ok(()) => auth.resolve(&self).await,
             Err(_) => None,
         };
         let mut session = Session {
@@ -529,12 +537,15 @@ pub enum PendingAuth {
 }
 
 impl PendingAuth {
-    async fn resolve(self, auth: Option<&SessionAuth>) -> HandshakeAuth {
-        match (self, auth) {
+    async fn resolve(self, gateway: &Gateway) -> HandshakeAuth {
+        match (self, gateway.auth.as_ref()) {
             (PendingAuth::Decided(decided), _) => decided,
             (PendingAuth::Cookies(_), None) => None,
             (PendingAuth::Cookies(cookies), Some(auth)) => {
-                Some(auth.authenticate(cookies.iter().map(String::as_str)).await)
+                gateway.lookups_in_flight.fetch_add(1, Ordering::Relaxed);
+                let decided = auth.authenticate(cookies.iter().map(String::as_str)).await;
+                gateway.lookups_in_flight.fetch_sub(1, Ordering::Relaxed);
+                Some(decided)
             }
         }
     }
