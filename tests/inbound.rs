@@ -251,8 +251,8 @@ async fn a_flooding_client_is_limited_and_cut_while_a_polite_one_keeps_its_laten
     );
 }
 
-/// Admission: a connect storm never exceeds --max-connections; handshakes past the rate get
-/// engine.io's 503 body so clients back off.
+/// Admission: a connect storm never exceeds --max-connections; handshakes past the rate, or
+/// while too many session lookups wait for Redis, get engine.io's 503 body so clients back off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_holds_under_a_storm() {
     let redis = Redis::start().await;
@@ -310,4 +310,36 @@ async fn admission_holds_under_a_storm() {
         }
     }
     assert!(busy >= 10, "past the rate, 503: {busy}");
+
+    // Session lookups piling up while Redis is frozen: two may wait, the next handshake is
+    // refused; once Redis answers, handshakes are admitted again.
+    let capped = gateway(
+        &redis.url(),
+        &["--max-pending-lookups", "2", "--session-lookup-timeout", "5000"],
+    )
+    .await;
+    let (mut warm, _) = Client::connect_as(capped.local_addr(), &cookie).await;
+    redis.pause();
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        waiting.push(
+            Client::open(capped.local_addr(), &[("cookie", &cookie)])
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    eventually("two lookups wait for Redis", || {
+        capped.gateway().lookups_in_flight() == 2
+    })
+    .await;
+    let refused = Client::open(capped.local_addr(), &[("cookie", &cookie)]).await;
+    redis.resume();
+    assert_eq!(
+        refused.err(),
+        Some((503, r#"{"code":4,"message":"Server busy"}"#.to_string()))
+    );
+    eventually("the lookups finished", || capped.gateway().lookups_in_flight() == 0).await;
+    assert!(Client::open(capped.local_addr(), &[("cookie", &cookie)]).await.is_ok());
+    warm.idle(Duration::from_millis(10)).await;
 }

@@ -84,6 +84,21 @@ impl Redis {
         cmd.query_async(&mut conn).await.unwrap()
     }
 
+    /// Freezes the server (SIGSTOP): it accepts nothing and answers nothing until resumed.
+    pub fn pause(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+        }
+    }
+
     /// Stores a session record exactly as connect-redis does: `SET sess:<sid> <json> EX <ttl>`.
     pub async fn put_session(&self, sid: &str, json: &str) {
         let key = format!("sess:{sid}");
