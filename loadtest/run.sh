@@ -18,12 +18,12 @@ done
 if ((SMOKE)); then
   PROFILE=debug
   STORM=300; IDLE=300; IDLE_WORKERS=1; FAN=200; ROOMS=4; RATE=50; DUR=2; FAN_DUR=2; DRAIN=2
-  LAT=200; LAT_ROOMS=2; LAT_RATE=20; CHURN_OBS=100; CHURN_RATE=20; BIG=0; POLL=100; ROLL=100
+  LAT=200; LAT_ROOMS=2; LAT_RATE=20; CHURN_OBS=100; CHURN_RATE=20; BIG=0; POLL=100; ROLL=100; INB=100; INB_RATE=2
   OUT=target/loadtest-smoke.md
 else
   PROFILE=release
   STORM=10000; IDLE=19000; IDLE_WORKERS=2; FAN=10000; ROOMS=10; RATE=200; DUR=10; FAN_DUR=5; DRAIN=15
-  LAT=1000; LAT_ROOMS=10; LAT_RATE=100; CHURN_OBS=1000; CHURN_RATE=200; BIG=${BIG:-100000}; POLL=4000; ROLL=2000
+  LAT=1000; LAT_ROOMS=10; LAT_RATE=100; CHURN_OBS=1000; CHURN_RATE=200; BIG=${BIG:-100000}; POLL=4000; ROLL=2000; INB=1000; INB_RATE=5
   OUT=docs/BENCHMARKS.md
 fi
 SECRET=loadtest-secret
@@ -86,6 +86,7 @@ for system in wsgate node; do
   start_nodes $system 2; loadgen $system --variant "$CHURN_OBS observers, 2 nodes, $CHURN_RATE connects/s" --scenario churn --connections $CHURN_OBS --churn-rate $CHURN_RATE --rate $LAT_RATE --duration $DUR; stop_nodes
   # Each polling session holds 2 connections (GET, POST) and a third while upgrading.
   start_nodes $system 1; loadgen $system --variant "$POLL polling sessions, 1 node, then all upgraded" --scenario polling --connections $POLL --workers $IDLE_WORKERS --concurrency 200 --duration $DUR; stop_nodes
+  start_nodes $system 1; loadgen $system --variant "$INB sockets, $INB_RATE events/s each with acks, 1 node" --scenario inbound --connections $INB --events-per-socket $INB_RATE --duration $DUR; stop_nodes
   # A deploy: two nodes behind nginx, each restarted in turn (it starts and stops its own nodes).
   node loadtest/node-reference/rolling-restart.mjs --system $system --wsgate-bin "$BIN/wsgate" --redis-url "$REDIS" --secret "$SECRET" \
     --clients $ROLL --variant "$ROLL clients, 2 nodes behind nginx, each restarted in turn" --out "$RESULTS" >/dev/null
@@ -111,7 +112,7 @@ fi
   echo "- $(redis-server --version | cut -d' ' -f1-3)"
   echo "- every socket authenticates with a signed express-session cookie against a connect-redis record, joins namespace /, its user room and its session room"
   echo
-  echo "Sizes: connect-storm $STORM sockets (500 handshakes in flight); idle-hold $IDLE sockets held ${DUR} s; fanout (capacity) $FAN sockets in $ROOMS rooms over 2 nodes, $RATE msg/s for ${FAN_DUR} s; fanout (latency) $LAT sockets in $LAT_ROOMS rooms over 2 nodes, $LAT_RATE msg/s for ${DUR} s; churn $CHURN_OBS observers on 2 nodes + $CHURN_RATE connects/s while $LAT_RATE msg/s are published for ${DUR} s; polling $POLL sessions opened over HTTP long-polling (handshake, POST 40, GET), held ${DUR} s with a long-poll pending, then all upgraded to WebSocket at once; rolling-restart $ROLL official socket.io-client clients on 2 nodes behind nginx (deploy/nginx.conf), a broadcast every 50 ms, each node sent SIGTERM and started again in turn (wsgate with --drain-timeout 2000)$( ((BIG > 0)) && echo "; wsgate-cluster: $BIG sockets on $(( (BIG + 15999) / 16000 )) gateway processes, all in one room, 1 msg/s for 5 s")."
+  echo "Sizes: connect-storm $STORM sockets (500 handshakes in flight); idle-hold $IDLE sockets held ${DUR} s; fanout (capacity) $FAN sockets in $ROOMS rooms over 2 nodes, $RATE msg/s for ${FAN_DUR} s; fanout (latency) $LAT sockets in $LAT_ROOMS rooms over 2 nodes, $LAT_RATE msg/s for ${DUR} s; churn $CHURN_OBS observers on 2 nodes + $CHURN_RATE connects/s while $LAT_RATE msg/s are published for ${DUR} s; polling $POLL sessions opened over HTTP long-polling (handshake, POST 40, GET), held ${DUR} s with a long-poll pending, then all upgraded to WebSocket at once; inbound $INB sockets each emitting $INB_RATE events/s with an ack for ${DUR} s, stored in a Redis Stream (XADD) before the ack; rolling-restart $ROLL official socket.io-client clients on 2 nodes behind nginx (deploy/nginx.conf), a broadcast every 50 ms, each node sent SIGTERM and started again in turn (wsgate with --drain-timeout 2000)$( ((BIG > 0)) && echo "; wsgate-cluster: $BIG sockets on $(( (BIG + 15999) / 16000 )) gateway processes, all in one room, 1 msg/s for 5 s")."
   echo
 } >"$WORK/header.md"
 [[ -f loadtest/analysis.md && $SMOKE == 0 ]] && cp loadtest/analysis.md "$WORK/footer.md" || : >"$WORK/footer.md"
@@ -136,6 +137,8 @@ for line in open(sys.argv[1]):
         bad.append(f"{name}: delivered {r.get('delivered')} lost {r.get('lost')}")
     if r["scenario"] in ("idle-hold", "polling") and not r.get("rss_per_connection_kib"):
         bad.append(f"{name}: no RSS measured")
+    if r["scenario"] == "inbound" and (not r.get("acked") or r.get("refused")):
+        bad.append(f"{name}: acked {r.get('acked')} refused {r.get('refused')}")
     if r["scenario"] == "rolling-restart" and r.get("lost_after_reconnect") != 0:
         bad.append(f"{name}: {r.get('lost_after_reconnect')} broadcasts lost after a reconnect")
     if r["scenario"] == "polling" and (r.get("upgraded") != r["connected"] or r.get("upgrade_failed")):

@@ -64,6 +64,31 @@ io.on("connection", (socket) => {
   const user = socket.data.user;
   socket.join(`user:${typeof user === "string" ? user : JSON.stringify(user)}`);
   socket.join(`session:${socket.request.sessionID}`);
+  // What a Node app does with a client event that backends must get: store it in a stream, then
+  // ack with the entry id (the same work wsgate does for every event).
+  socket.onAny(async (event, ...args) => {
+    const ack = typeof args[args.length - 1] === "function" ? args.pop() : null;
+    try {
+      const id = await sessionClient.xAdd(
+        "wsgate:inbound",
+        "*",
+        {
+          nsp: socket.nsp.name,
+          socket: socket.id,
+          user: JSON.stringify(user),
+          session: socket.request.sessionID,
+          event,
+          args: JSON.stringify(args),
+          node: `node:${values.port}`,
+          ts: String(Date.now()),
+        },
+        { TRIM: { strategy: "MAXLEN", strategyModifier: "~", threshold: 100000 } },
+      );
+      ack?.({ ok: true, id });
+    } catch {
+      ack?.({ ok: false, error: "store_unavailable" });
+    }
+  });
 });
 
 httpServer.listen(Number(values.port), values.host, () => {

@@ -193,3 +193,54 @@ fn parse_event(payload: &str) -> Event {
         Err(_) => Event::Other,
     }
 }
+
+/// Sends `["chat", {…}]` with an ack request `per_second` times a second until `stop`, answering
+/// pings; reports each ack: `Some(latency_us)` when stored (`{"ok":true,…}`), `None` when
+/// refused. Returns true if the server closed the socket.
+pub async fn chat(
+    mut ws: Ws,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    per_second: f64,
+    mut on_ack: impl FnMut(Option<u32>),
+) -> bool {
+    let period = Duration::from_secs_f64(1.0 / per_second.max(0.001));
+    // A random phase, so a thousand clients do not all send in the same millisecond.
+    let start = tokio::time::Instant::now() + period.mul_f64(rand::random::<f64>());
+    let mut tick = tokio::time::interval_at(start, period);
+    let mut sent: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
+    let mut next = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = ws.close(None).await;
+                return false;
+            }
+            _ = tick.tick() => {
+                next += 1;
+                sent.insert(next, Instant::now());
+                let event = format!(r#"42{next}["chat",{{"room":"bench","text":"hello from the load generator"}}]"#);
+                if ws.send(Message::text(event)).await.is_err() {
+                    return true;
+                }
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let t = t.as_str();
+                    if t == "2" {
+                        if ws.send(Message::text("3")).await.is_err() {
+                            return true;
+                        }
+                    } else if let Some(rest) = t.strip_prefix("43") {
+                        let digits = rest.find('[').unwrap_or(rest.len());
+                        if let Some(at) = rest[..digits].parse::<u64>().ok().and_then(|id| sent.remove(&id)) {
+                            let stored = rest.contains(r#""ok":true"#);
+                            on_ack(stored.then(|| at.elapsed().as_micros().min(u32::MAX as u128) as u32));
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}

@@ -59,6 +59,9 @@ enum Scenario {
     /// N polling sessions held idle with a long-poll pending (RSS per session), then all
     /// upgraded to WebSocket with that poll in flight (upgrade latency).
     Polling,
+    /// N sockets each emit with an ack at a fixed rate; the server stores each event in a Redis
+    /// Stream before acking (acked events/s, ack latency).
+    Inbound,
 }
 
 #[derive(Args, Clone)]
@@ -111,6 +114,9 @@ struct RunArgs {
     /// Churn: connects (and disconnects) per second, over all workers.
     #[arg(long, default_value_t = 100)]
     churn_rate: u64,
+    /// Inbound: events each socket emits per second.
+    #[arg(long, default_value_t = 5.0)]
+    events_per_socket: f64,
     /// Append the JSON result line to this file.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -133,6 +139,8 @@ struct WorkerSpec {
     churn_rate: u64,
     churn_start: usize,
     churn_end: usize,
+    #[serde(default)]
+    events_per_socket: f64,
 }
 
 /// What a worker reports after its initial connect phase, and at the end.
@@ -152,6 +160,8 @@ struct WorkerReport {
     last_delivery_ns: u64,
     upgrade_us: Vec<u32>,
     upgrade_failed: BTreeMap<String, u64>,
+    #[serde(default)]
+    acks_refused: u64,
 }
 
 fn session_id(run_id: &str, n: usize) -> String {
@@ -324,6 +334,7 @@ async fn spawn_workers(args: &RunArgs, run_id: &str) -> Result<Vec<WorkerHandle>
             churn_rate: args.churn_rate / workers as u64,
             churn_start: pool * w / workers,
             churn_end: pool * (w + 1) / workers,
+            events_per_socket: args.events_per_socket,
         };
         let mut child = tokio::process::Command::new(&exe)
             .arg("worker")
@@ -532,6 +543,31 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
             result["upgrade_latency"] = latency_summary(samples);
         }
+        Scenario::Inbound => {
+            let (_, ticks_before) = sample_all(&args.server_pids);
+            let window = Instant::now();
+            tokio::time::sleep(Duration::from_secs(args.duration)).await;
+            let (_, ticks_after) = sample_all(&args.server_pids);
+            let seconds = window.elapsed().as_secs_f64();
+            let mut done = Vec::new();
+            for w in &mut workers {
+                done.push(w.stop().await?);
+            }
+            let acked: u64 = done.iter().map(|r| r.deliveries).sum();
+            let refused: u64 = done.iter().map(|r| r.acks_refused).sum();
+            result["events_per_socket"] = json!(args.events_per_socket);
+            result["offered_events_per_s"] = json!(ok as f64 * args.events_per_socket);
+            result["acked"] = json!(acked);
+            result["refused"] = json!(refused);
+            result["acked_per_s"] = json!((acked as f64 / seconds).round());
+            if !args.server_pids.is_empty() {
+                let cpu_s = (ticks_after - ticks_before) as f64 / 100.0;
+                result["server_cpu_s"] = json!(cpu_s);
+                result["acked_per_server_cpu_s"] = json!((acked as f64 / cpu_s.max(0.01)).round());
+            }
+            result["ack_latency"] = latency_summary(done.iter().flat_map(|r| r.delivery_us.iter().copied()).collect());
+            result["server_closed"] = json!(done.iter().map(|r| r.server_closed).sum::<u64>());
+        }
         Scenario::Churn => {
             let published = publish_for(&args.redis_url, args.rate, Duration::from_secs(args.duration), |_| {
                 "user:observers".into()
@@ -589,6 +625,7 @@ fn members(connections: usize, rooms: usize, room: usize) -> usize {
 #[derive(Default)]
 struct Tally {
     deliveries: AtomicU64,
+    refused: AtomicU64,
     last_delivery_ns: AtomicU64,
     server_closed: AtomicU64,
     latencies: parking_lot_free::Samples,
@@ -636,6 +673,8 @@ async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
             results_tx.clone(),
         );
         let hold = spec.scenario != Scenario::ConnectStorm;
+        let inbound = spec.scenario == Scenario::Inbound;
+        let events_per_socket = spec.events_per_socket;
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
             let connected = client::connect(target, client::source_ip(n), &path, &cookie, timeout).await;
@@ -648,6 +687,23 @@ async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
                         let mut stop = stop;
                         let _ = stop.changed().await;
                         drop(ws);
+                        return;
+                    }
+                    if inbound {
+                        let tally2 = tally.clone();
+                        let closed = client::chat(ws, stop, events_per_socket, move |ack| match ack {
+                            Some(latency_us) => {
+                                tally2.deliveries.fetch_add(1, Ordering::Relaxed);
+                                tally2.latencies.push(latency_us);
+                            }
+                            None => {
+                                tally2.refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                        })
+                        .await;
+                        if closed {
+                            tally.server_closed.fetch_add(1, Ordering::Relaxed);
+                        }
                         return;
                     }
                     let tally2 = tally.clone();
@@ -706,6 +762,7 @@ async fn worker(spec: WorkerSpec) -> Result<(), Box<dyn std::error::Error>> {
         delivery_us: tally.latencies.take(),
         server_closed: tally.server_closed.load(Ordering::Relaxed),
         last_delivery_ns: tally.last_delivery_ns.load(Ordering::Relaxed),
+        acks_refused: tally.refused.load(Ordering::Relaxed),
         churn_ok,
         churn_failed,
         ..Default::default()

@@ -67,6 +67,16 @@ fn metrics(scenario: &str) -> &'static [Metric] {
             ("upgrade p50 (ms)", "/upgrade_latency/p50_ms", false),
             ("upgrade p99 (ms)", "/upgrade_latency/p99_ms", false),
         ],
+        "inbound" => &[
+            ("sockets", "/connected", true),
+            ("offered events/s", "/offered_events_per_s", true),
+            ("acked (stored) events", "/acked", true),
+            ("refused events", "/refused", false),
+            ("acked events/s", "/acked_per_s", true),
+            ("acked events per server CPU-second", "/acked_per_server_cpu_s", true),
+            ("ack p50 (ms)", "/ack_latency/p50_ms", false),
+            ("ack p99 (ms)", "/ack_latency/p99_ms", false),
+        ],
         "rolling-restart" => &[
             ("clients connected at the end", "/connected", true),
             ("clients that reconnected", "/reconnected", true),
