@@ -231,18 +231,9 @@ async fn garbage_on_adapter_channels_is_dropped_and_counted() {
 async fn redis_restart_is_survived_and_delivery_resumes() {
     // A Redis that keeps its data across the restart, as production ones do: the sessions are
     // still there when the gateways revalidate on reconnecting.
-    let dir = std::env::temp_dir().join(format!("wsgate-aof-{}", free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let persisted = [
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        dir.to_str().unwrap(),
-    ];
+    let data = RedisData::new();
     let port = free_port();
-    let redis = Redis::start_with(port, &persisted).await;
+    let redis = Redis::start_persistent(port, &data).await;
     let process = GatewayProcess::start(&redis.url(), &[]).await;
     let inproc = gateway(&redis.url(), &[]).await;
     redis.wait_for_servers("/", 2).await;
@@ -265,7 +256,7 @@ async fn redis_restart_is_survived_and_delivery_resumes() {
     // Existing sockets stay connected through the outage.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let redis = Redis::start_with(port, &persisted).await;
+    let redis = Redis::start_persistent(port, &data).await;
     redis.wait_for_servers("/", 2).await;
     let e = emitter(&redis).await;
     e.of("/").to("user:42").emit("after-restart", vec![]).await.unwrap();
@@ -277,8 +268,6 @@ async fn redis_restart_is_survived_and_delivery_resumes() {
         "{metrics}"
     );
     assert!(metrics.contains("wsgate_redis_pubsub_up 1"), "{metrics}");
-    drop(redis);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The subscriber pings Redis every 5 s; the connection must survive that (a PING in subscribe

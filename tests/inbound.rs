@@ -89,18 +89,9 @@ async fn an_event_lands_in_the_stream_with_every_field_and_its_ack_has_the_id() 
 
 #[tokio::test]
 async fn acks_mean_stored_across_a_redis_outage_and_restart() {
-    let dir = std::env::temp_dir().join(format!("wsgate-inbound-{}", free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let persisted = [
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        dir.to_str().unwrap(),
-    ];
+    let data = RedisData::new();
     let port = free_port();
-    let redis = Redis::start_with(port, &persisted).await;
+    let redis = Redis::start_persistent(port, &data).await;
     redis.login(SID, "42").await;
     let server = gateway(&redis.url(), &[]).await;
     let (mut client, _) = Client::connect_as(server.local_addr(), &cookie_for(SID, SECRET)).await;
@@ -118,7 +109,7 @@ async fn acks_mean_stored_across_a_redis_outage_and_restart() {
         ack_of(&mut client, 6).await,
         json!({"ok": false, "error": "store_unavailable"})
     );
-    let redis = Redis::start_with(port, &persisted).await;
+    let redis = Redis::start_persistent(port, &data).await;
     // Back: acked again, and everything acked before and after is there.
     let mut after = None;
     for n in 7..40u64 {
@@ -139,8 +130,6 @@ async fn acks_mean_stored_across_a_redis_outage_and_restart() {
     for id in &stored {
         assert!(ids.contains(id), "acked entry {id} survived the restart: {ids:?}");
     }
-    drop(redis);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -84,6 +84,13 @@ impl Redis {
         cmd.query_async(&mut conn).await.unwrap()
     }
 
+    /// A redis-server that keeps its data across restarts on the same `port` and `data`, as a
+    /// production one does (AOF, fsync on every write).
+    pub async fn start_persistent(port: u16, data: &RedisData) -> Redis {
+        let dir = data.0.to_str().unwrap().to_owned();
+        Self::start_with(port, &["--appendonly", "yes", "--appendfsync", "always", "--dir", &dir]).await
+    }
+
     /// Freezes the server (SIGSTOP): it accepts nothing and answers nothing until resumed.
     pub fn pause(&self) {
         // SAFETY: kill(2) on our own child's pid.
@@ -111,6 +118,23 @@ impl Redis {
             r#"{{"cookie":{{"originalMaxAge":3600000,"expires":"2026-11-21T13:27:23.409Z","httpOnly":true,"path":"/"}},"passport":{{"user":{user}}}}}"#
         );
         self.put_session(sid, &json).await;
+    }
+}
+
+/// Where a persistent redis-server keeps its data; removed on drop.
+pub struct RedisData(std::path::PathBuf);
+
+impl RedisData {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("wsgate-redis-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        RedisData(dir)
+    }
+}
+
+impl Drop for RedisData {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
