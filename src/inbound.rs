@@ -102,6 +102,7 @@ impl SocketHooks for Forwarder {
         let ack = packet.id.map(|id| (socket.clone(), id));
         if !self.options.events.is_empty() && !self.options.events.contains(&event) {
             self.metrics.inc("wsgate_inbound_events_total", "not_forwarded");
+            tracing::debug!(event = %event, "client event not forwarded (--inbound-events)");
             if let Some((socket, id)) = ack {
                 socket.ack(id, vec![Refusal::NotForwarded.ack()], Vec::new());
             }
@@ -129,6 +130,7 @@ impl SocketHooks for Forwarder {
             Ok(()) => {}
             Err(refused) => {
                 self.metrics.inc("wsgate_inbound_events_total", "queue_full");
+                tracing::debug!(socket = %socket.id, "client event refused: the inbound writer's queue is full (Redis slow or down)");
                 let entry = match refused {
                     mpsc::error::TrySendError::Full(entry) | mpsc::error::TrySendError::Closed(entry) => entry,
                 };

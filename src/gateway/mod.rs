@@ -686,6 +686,7 @@ impl Session<'_> {
         let policy = &gateway.policy;
         if !self.events.allow(policy.events_per_second, policy.event_burst) {
             gateway.metrics.inc("wsgate_inbound_events_total", "rate_limited");
+            tracing::debug!(socket = %socket.id, "client event refused: past --max-events-per-second");
             refuse("rate_limited");
             // Sustained abuse: a whole burst's worth refused in a row.
             if f64::from(self.events.refused_in_a_row) >= policy.event_burst {
@@ -709,6 +710,7 @@ impl Session<'_> {
             let allowed = room().filter(|room| policy.allow_join.iter().any(|p| p.matches(room, &user)));
             let Some(room) = allowed else {
                 gateway.metrics.inc("wsgate_room_requests_total", "forbidden");
+                tracing::debug!(socket = %socket.id, "room request refused: no --allow-join pattern matches");
                 refuse("forbidden");
                 return Ok(());
             };
@@ -718,6 +720,7 @@ impl Session<'_> {
             if joining {
                 if usize::from(self.joined) >= policy.max_rooms_per_socket {
                     gateway.metrics.inc("wsgate_room_requests_total", "too_many_rooms");
+                    tracing::debug!(socket = %socket.id, "room join refused: --max-rooms-per-socket reached");
                     refuse("too_many_rooms");
                     return Ok(());
                 }
