@@ -450,20 +450,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     match args.scenario {
         Scenario::ConnectStorm => {}
-        Scenario::IdleHold => {
-            // Let allocations settle, then measure.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let (rss, ticks_before) = sample_all(&args.server_pids);
-            let hold = Duration::from_secs(args.duration);
-            tokio::time::sleep(hold).await;
-            let (rss_end, ticks_after) = sample_all(&args.server_pids);
-            let cpu = (ticks_after - ticks_before) as f64 / 100.0 / hold.as_secs_f64() * 100.0;
-            let per_conn = (rss.max(rss_end).saturating_sub(baseline_rss)) as f64 / ok.max(1) as f64;
-            result["rss_baseline_kib"] = json!(baseline_rss);
-            result["rss_held_kib"] = json!(rss.max(rss_end));
-            result["rss_per_connection_kib"] = json!((per_conn * 100.0).round() / 100.0);
-            result["idle_cpu_percent"] = json!((cpu * 10.0).round() / 10.0);
-        }
+        Scenario::IdleHold => measure_idle(&args, baseline_rss, ok, &mut result).await,
         Scenario::Fanout => {
             let rooms = args.rooms.max(1);
             let (_, ticks_before) = sample_all(&args.server_pids);
@@ -508,18 +495,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             result["server_closed"] = json!(done.iter().map(|r| r.server_closed).sum::<u64>());
         }
         Scenario::Polling => {
-            // Idle polling sessions, each with a long-poll pending: let allocations settle.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let (rss, ticks_before) = sample_all(&args.server_pids);
-            let hold = Duration::from_secs(args.duration);
-            tokio::time::sleep(hold).await;
-            let (rss_end, ticks_after) = sample_all(&args.server_pids);
-            let cpu = (ticks_after - ticks_before) as f64 / 100.0 / hold.as_secs_f64() * 100.0;
-            let per_session = (rss.max(rss_end).saturating_sub(baseline_rss)) as f64 / ok.max(1) as f64;
-            result["rss_baseline_kib"] = json!(baseline_rss);
-            result["rss_held_kib"] = json!(rss.max(rss_end));
-            result["rss_per_connection_kib"] = json!((per_session * 100.0).round() / 100.0);
-            result["idle_cpu_percent"] = json!((cpu * 10.0).round() / 10.0);
+            // Idle polling sessions, each with a long-poll pending.
+            measure_idle(&args, baseline_rss, ok, &mut result).await;
             // Every session upgrades at once, its long-poll in flight.
             let (_, ticks_before) = sample_all(&args.server_pids);
             let mut upgraded = Vec::new();
@@ -613,6 +590,22 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         writeln!(file, "{line}")?;
     }
     Ok(())
+}
+
+/// Lets allocations settle, then holds the connections idle for the scenario's duration:
+/// server RSS per connection (above the baseline before any was opened) and idle CPU.
+async fn measure_idle(args: &RunArgs, baseline_rss: u64, connected: u64, result: &mut Value) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss, ticks_before) = sample_all(&args.server_pids);
+    let hold = Duration::from_secs(args.duration);
+    tokio::time::sleep(hold).await;
+    let (rss_end, ticks_after) = sample_all(&args.server_pids);
+    let cpu = (ticks_after - ticks_before) as f64 / 100.0 / hold.as_secs_f64() * 100.0;
+    let per_connection = (rss.max(rss_end).saturating_sub(baseline_rss)) as f64 / connected.max(1) as f64;
+    result["rss_baseline_kib"] = json!(baseline_rss);
+    result["rss_held_kib"] = json!(rss.max(rss_end));
+    result["rss_per_connection_kib"] = json!((per_connection * 100.0).round() / 100.0);
+    result["idle_cpu_percent"] = json!((cpu * 10.0).round() / 10.0);
 }
 
 fn members(connections: usize, rooms: usize, room: usize) -> usize {
