@@ -8,6 +8,7 @@
 use crate::auth::OriginPolicy;
 use crate::gateway::{parse_query, Gateway, Handshake, PendingAuth};
 use crate::listener::ConnectionSlot;
+use crate::metrics::OncePerMinute;
 use crate::protocol::engineio::{check_handshake, HandshakeError, TransportKind};
 use crate::protocol::new_id;
 use crate::transport::{CloseReason, PollError, SessionHandle, TransportConfig};
@@ -21,7 +22,6 @@ use axum::routing::{any, get};
 use axum::Extension;
 use axum::Router;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -88,7 +88,7 @@ struct AppState {
     /// New sessions this node may still open now (`--max-handshakes-per-second`).
     handshakes: parking_lot::Mutex<(f64, std::time::Instant)>,
     /// The minute (since the epoch) of the last refusal logged at info.
-    refusal_logged: AtomicU64,
+    refusal_log: OncePerMinute,
 }
 
 /// The routes of the main listener, and those of the admin listener (`/healthz`, `/metrics`).
@@ -103,7 +103,7 @@ pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) 
         gateway,
         options,
         handshakes: parking_lot::Mutex::new((burst, std::time::Instant::now())),
-        refusal_logged: AtomicU64::new(0),
+        refusal_log: OncePerMinute::default(),
     });
     let admin = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -117,9 +117,10 @@ pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) 
     if state.options.serve_client {
         let base = path.trim_end_matches('/');
         for (name, script) in CLIENT_SCRIPTS {
+            let etag = script_etag(script);
             main = main.route(
                 &format!("{base}/{name}"),
-                get(move |headers: HeaderMap| client_script(script, headers)),
+                get(move |headers: HeaderMap| client_script(script, etag.clone(), headers)),
             );
         }
     }
@@ -132,7 +133,11 @@ pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) 
         main = main.route(trimmed, any(socket_endpoint));
     }
     let main = main.with_state(state);
-    (app.map_or(main.clone(), |app| main.merge(app)), admin)
+    let main = match app {
+        Some(app) => main.merge(app),
+        None => main,
+    };
+    (main, admin)
 }
 
 /// client-js, built into the binary (client-js/dist is committed: see client-js/build.mjs).
@@ -148,22 +153,24 @@ const CLIENT_SCRIPTS: [(&str, &str); 3] = [
     ),
 ];
 
-/// A client script with an ETag, revalidated on every load (as socket.io serves its client), so
-/// pages pick up a new build as soon as the gateway is upgraded.
-async fn client_script(script: &'static str, headers: HeaderMap) -> Response {
+/// The ETag of a built-in script: a prefix of its SHA-256, computed once at start-up.
+fn script_etag(script: &str) -> HeaderValue {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(script.as_bytes());
-    let etag = format!(
-        "\"{}\"",
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>()
-    );
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&format!("\"{hex}\"")).unwrap_or(HeaderValue::from_static("\"wsgate\""))
+}
+
+/// A client script with an ETag, revalidated on every load (as socket.io serves its client), so
+/// pages pick up a new build as soon as the gateway is upgraded.
+async fn client_script(script: &'static str, etag: HeaderValue, headers: HeaderMap) -> Response {
     let cached = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
+        .is_some_and(|v| v.split(',').any(|tag| etag == tag.trim()));
     let common = [
         (header::ETAG, etag),
-        (header::CACHE_CONTROL, "public, max-age=0".to_string()),
+        (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=0")),
     ];
     if cached {
         return (StatusCode::NOT_MODIFIED, common).into_response();
@@ -261,11 +268,7 @@ impl AppState {
     /// at info (so a misconfigured balancer shows up), the rest at debug.
     fn refuse(&self, reason: &'static str, req: &Request, detail: &str) {
         self.gateway.metrics.inc("wsgate_polling_refused_total", reason);
-        let minute = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() / 60)
-            .unwrap_or(0);
-        if self.refusal_logged.swap(minute, Ordering::Relaxed) != minute {
+        if self.refusal_log.first_this_minute() {
             tracing::info!(reason, peer = %req.peer, method = %req.method, "request refused: {detail} (more refusals this minute are logged at debug)");
         } else {
             tracing::debug!(reason, peer = %req.peer, method = %req.method, "request refused: {detail}");

@@ -9,16 +9,16 @@
 //! memory. Accept errors (a full descriptor table above all) are counted and logged, rate-
 //! limited, and back off instead of spinning. Knows nothing of routes: it serves a [`Router`].
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OncePerMinute};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
@@ -102,21 +102,6 @@ impl Drop for PendingGuard {
     }
 }
 
-/// Logs at most one line a minute per kind of event, at warn; the rest go to debug.
-struct RateLimitedLog {
-    minute: AtomicU64,
-}
-
-impl RateLimitedLog {
-    fn first_this_minute(&self) -> bool {
-        let minute = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() / 60)
-            .unwrap_or(0);
-        self.minute.swap(minute, Ordering::Relaxed) != minute
-    }
-}
-
 /// A running accept loop.
 pub struct Listener {
     pub local_addr: SocketAddr,
@@ -163,12 +148,8 @@ async fn accept_loop(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let pending = Arc::new(PendingPerIp::default());
-    let accept_log = RateLimitedLog {
-        minute: AtomicU64::new(0),
-    };
-    let refusal_log = RateLimitedLog {
-        minute: AtomicU64::new(0),
-    };
+    let accept_log = OncePerMinute::default();
+    let refusal_log = OncePerMinute::default();
     loop {
         let accepted = tokio::select! {
             _ = stop.changed() => return,

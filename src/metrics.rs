@@ -8,6 +8,24 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+/// Lets one line a minute through for a kind of event (the caller logs the rest at debug), so a
+/// flood of refusals or accept errors cannot flood the log.
+#[derive(Debug, Default)]
+pub struct OncePerMinute {
+    minute: AtomicU64,
+}
+
+impl OncePerMinute {
+    /// True for the first call in each wall-clock minute.
+    pub fn first_this_minute(&self) -> bool {
+        let minute = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() / 60)
+            .unwrap_or(0);
+        self.minute.swap(minute, Ordering::Relaxed) != minute
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Engine connections currently open.
