@@ -121,6 +121,14 @@ impl Transport {
     }
 }
 
+/// A session store of `--session-store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionStoreKind {
+    Redis,
+    Memcached,
+    Postgres,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -154,9 +162,41 @@ pub struct ServeArgs {
     #[arg(long, env = "WSGATE_COOKIE_NAME", default_value = "connect.sid")]
     pub cookie_name: String,
 
-    /// Key prefix of session records in Redis (connect-redis `prefix`, plus any client keyPrefix).
-    #[arg(long, env = "WSGATE_SESSION_PREFIX", default_value = "sess:")]
-    pub session_prefix: String,
+    /// Where the Express app's session store keeps sessions: redis (connect-redis),
+    /// memcached (connect-memcached) or postgres (connect-pg-simple). The cluster adapter uses
+    /// --redis-url whatever the store.
+    #[arg(long, env = "WSGATE_SESSION_STORE", value_enum, default_value = "redis")]
+    pub session_store: SessionStoreKind,
+
+    /// The session store's address when it is not --redis-url: memcache://host:port (one
+    /// server) or postgres://user@host:port/database (put a password in the env variable, not
+    /// on the command line).
+    #[arg(long, env = "WSGATE_SESSION_STORE_URL", hide_env_values = true)]
+    pub session_store_url: Option<String>,
+
+    /// Key prefix of session records: connect-redis `prefix` (plus any client keyPrefix;
+    /// default sess:) or connect-memcached `prefix` (connect-memcached has none by default, so
+    /// neither do we with --session-store memcached). Not used by postgres.
+    #[arg(long, env = "WSGATE_SESSION_PREFIX")]
+    pub session_prefix: Option<String>,
+
+    /// connect-pg-simple's table (`tableName`).
+    #[arg(long, env = "WSGATE_SESSION_TABLE", default_value = "session")]
+    pub session_table: String,
+
+    /// connect-pg-simple's schema (`schemaName`); none: Postgres's search path decides.
+    #[arg(long, env = "WSGATE_SESSION_SCHEMA")]
+    pub session_schema: Option<String>,
+
+    /// Connections to memcached or Postgres for session lookups, at most.
+    #[arg(long, env = "WSGATE_SESSION_STORE_POOL", default_value_t = 16)]
+    pub session_store_pool: usize,
+
+    /// Postgres: LISTEN for the notifications of the trigger in
+    /// deploy/postgres/session-notify.sql, so a logout or session change closes sockets within
+    /// a second (without it: at the next --revalidate-interval).
+    #[arg(long, env = "WSGATE_PG_NOTIFY")]
+    pub pg_notify: bool,
 
     /// JSON pointer to the user inside the session record; a session without a user there
     /// (or with null, false or "") is anonymous.
@@ -405,6 +445,12 @@ pub enum ConfigError {
     BadCookieName(String),
     #[error("--redis-url is not a valid Redis URL: {0}")]
     BadRedisUrl(String),
+    #[error("--session-store {0} needs --session-store-url (e.g. {1})")]
+    NoStoreUrl(&'static str, &'static str),
+    #[error("session store: {0}")]
+    BadStore(String),
+    #[error("--pg-notify needs --session-store postgres")]
+    NotifyWithoutPostgres,
 }
 
 impl ServeArgs {
@@ -476,14 +522,75 @@ impl ServeArgs {
     /// A Redis connection that connects on first use and reconnects by itself.
     pub fn redis(&self) -> Result<redis::aio::ConnectionManager, ConfigError> {
         let client = self.redis_client()?;
+        redis::aio::ConnectionManager::new_lazy_with_config(client, self.redis_manager_config())
+            .map_err(|e| ConfigError::BadRedisUrl(e.to_string()))
+    }
+
+    fn redis_manager_config(&self) -> redis::aio::ConnectionManagerConfig {
         let timeout = Duration::from_millis(self.session_lookup_timeout);
-        let config = redis::aio::ConnectionManagerConfig::new()
+        redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        redis::aio::ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| ConfigError::BadRedisUrl(e.to_string()))
+            .set_max_delay(Duration::from_secs(2))
+    }
+
+    /// The key prefix of session records: the flag, else the store's own default.
+    fn session_prefix(&self) -> String {
+        self.session_prefix.clone().unwrap_or_else(|| match self.session_store {
+            SessionStoreKind::Redis => "sess:".into(),
+            SessionStoreKind::Memcached | SessionStoreKind::Postgres => String::new(),
+        })
+    }
+
+    /// The session store `--session-store` names; `redis` is the connection to --redis-url.
+    pub fn session_store(&self, redis: redis::aio::ConnectionManager) -> Result<SessionStore, ConfigError> {
+        let timeout = Duration::from_millis(self.session_lookup_timeout);
+        let user = self.user_path.clone();
+        if self.pg_notify && self.session_store != SessionStoreKind::Postgres {
+            return Err(ConfigError::NotifyWithoutPostgres);
+        }
+        match self.session_store {
+            // connect-redis on another Redis than the adapter's is a URL away.
+            SessionStoreKind::Redis => {
+                let redis = match &self.session_store_url {
+                    None => redis,
+                    Some(url) => {
+                        let client =
+                            redis::Client::open(url.as_str()).map_err(|e| ConfigError::BadStore(e.to_string()))?;
+                        redis::aio::ConnectionManager::new_lazy_with_config(client, self.redis_manager_config())
+                            .map_err(|e| ConfigError::BadStore(e.to_string()))?
+                    }
+                };
+                Ok(SessionStore::new(redis, self.session_prefix(), user, timeout))
+            }
+            SessionStoreKind::Memcached => {
+                let url = self
+                    .session_store_url
+                    .clone()
+                    .ok_or(ConfigError::NoStoreUrl("memcached", "memcache://127.0.0.1:11211"))?;
+                let options = crate::auth::store::MemcachedOptions {
+                    url,
+                    prefix: self.session_prefix(),
+                    pool_size: self.session_store_pool,
+                };
+                SessionStore::memcached(options, user, timeout).map_err(ConfigError::BadStore)
+            }
+            SessionStoreKind::Postgres => {
+                let url = self
+                    .session_store_url
+                    .clone()
+                    .ok_or(ConfigError::NoStoreUrl("postgres", "postgres://app@127.0.0.1:5432/app"))?;
+                let options = crate::auth::store::PostgresOptions {
+                    url,
+                    table: self.session_table.clone(),
+                    schema: self.session_schema.clone(),
+                    pool_size: self.session_store_pool,
+                    notify: self.pg_notify,
+                };
+                SessionStore::postgres(options, user, timeout).map_err(ConfigError::BadStore)
+            }
+        }
     }
 
     /// Everything the serving mode needs, checked.
@@ -496,19 +603,17 @@ impl ServeArgs {
             publisher: redis.clone(),
             prefix: self.redis.adapter_key.clone(),
             max_ack_timeout: Duration::from_millis(self.max_ack_timeout),
-            keyspace: Some(crate::KeyspaceOptions {
-                session_prefix: self.session_prefix.clone(),
-                configure: self.configure_keyspace_events,
+            // Keyspace events come through the adapter's Redis: only when the sessions are there.
+            keyspace: (self.session_store == SessionStoreKind::Redis && self.session_store_url.is_none()).then(|| {
+                crate::KeyspaceOptions {
+                    session_prefix: self.session_prefix(),
+                    configure: self.configure_keyspace_events,
+                }
             }),
         };
         let metrics: Arc<crate::metrics::Metrics> = Arc::default();
         let redis_for_inbound = redis.clone();
-        let store = SessionStore::new(
-            redis,
-            self.session_prefix.clone(),
-            self.user_path.clone(),
-            Duration::from_millis(self.session_lookup_timeout),
-        );
+        let store = self.session_store(redis)?;
         let gateway = GatewayConfig {
             namespaces: self.namespaces.clone(),
             auth: Some(SessionAuth {

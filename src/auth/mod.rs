@@ -1,16 +1,17 @@
 //! Who is on the other end of a handshake, decided exactly as the Express app would decide it.
 //!
-//! Owns the express-session cookie (`cookie`), the connect-redis session record (`session`) and
-//! the Origin policy (`origin`). Knows nothing about sockets, rooms or Redis pub/sub: it turns
-//! request headers into an [`Identity`] or a typed reason for refusing one.
+//! Owns the express-session cookie (`cookie`), the session record in the app's store (`store`:
+//! connect-redis, connect-memcached, connect-pg-simple) and the Origin policy (`origin`). Knows
+//! nothing about sockets, rooms or Redis pub/sub: it turns request headers into an [`Identity`]
+//! or a typed reason for refusing one.
 
 pub mod cookie;
 pub mod origin;
-pub mod session;
+pub mod store;
 
 pub use cookie::{CookieRejection, SessionSecrets};
 pub use origin::OriginPolicy;
-pub use session::{LookupError, SessionStore};
+pub use store::{LookupError, SessionStore, StoreEvent};
 
 use serde_json::Value;
 

@@ -46,7 +46,7 @@ export async function waitFor(what, check, timeoutMs = 10000) {
 }
 
 /** Spawns a process and kills it when the test ends. */
-function spawnManaged(t, cmd, args, env = {}, stdin = "ignore") {
+export function spawnManaged(t, cmd, args, env = {}, stdin = "ignore") {
   const child = spawn(cmd, args, { stdio: [stdin, "ignore", "pipe"], env: { ...process.env, ...env } });
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
@@ -68,10 +68,10 @@ export async function startRedis(t, port) {
   return { port, url: `redis://127.0.0.1:${port}`, client, child };
 }
 
-/** Starts the wsgate binary with `args` and waits until it answers /healthz. */
-export async function startWsgate(t, args) {
+/** Starts the wsgate binary with `args` (and `env`) and waits until it answers /healthz. */
+export async function startWsgate(t, args, env = {}) {
   const port = await freePort();
-  const child = spawnManaged(t, WSGATE_BIN, ["--listen", `127.0.0.1:${port}`, ...args]);
+  const child = spawnManaged(t, WSGATE_BIN, ["--listen", `127.0.0.1:${port}`, ...args], env);
   const url = `http://127.0.0.1:${port}`;
   await waitFor(`wsgate on ${port}`, async () => (await fetch(`${url}/healthz`)).ok).catch((e) => {
     throw new Error(`${e.message}\n${child.logs()}`);
@@ -108,15 +108,22 @@ export async function startEcho(t) {
 
 const USER_IDS = { alice: 42, zero: 0, bob: 7 };
 
-/** The Express app whose sessions wsgate must honour: express-session + connect-redis + passport. */
-export async function startExpressApp(t, { redisUrl, secret, staticDir }) {
-  const client = createClient({ url: redisUrl });
-  await client.connect();
+/**
+ * The Express app whose sessions wsgate must honour: express-session + passport, with
+ * connect-redis on `redisUrl`, or with `store` (another express-session store) when given.
+ */
+export async function startExpressApp(t, { redisUrl, secret, staticDir, store }) {
+  let client;
+  if (!store) {
+    client = createClient({ url: redisUrl });
+    await client.connect();
+    store = new RedisStore({ client });
+  }
   const app = express();
   app.use(express.urlencoded({ extended: false }));
   app.use(
     session({
-      store: new RedisStore({ client }),
+      store,
       secret,
       resave: false,
       saveUninitialized: false,
@@ -140,7 +147,7 @@ export async function startExpressApp(t, { redisUrl, secret, staticDir }) {
   await once(server, "listening");
   t.after(async () => {
     server.close();
-    await client.destroy();
+    await client?.destroy();
   });
   return { url: `http://127.0.0.1:${server.address().port}`, client };
 }
