@@ -43,7 +43,8 @@ wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+DROP_DB=
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [[ -n $DROP_DB ]] && eval "$DROP_DB"; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 REDIS_PORT=$(free_port)
@@ -53,6 +54,9 @@ wait_port "$REDIS_PORT"
 REDIS=redis://127.0.0.1:$REDIS_PORT
 RESULTS=$WORK/results.jsonl
 
+# Session-store flags both systems get (the same names on both sides); empty: connect-redis.
+STORE_ARGS=()
+
 # start_nodes SYSTEM COUNT: starts COUNT fresh server processes; sets TARGETS and SERVER_PIDS.
 start_nodes() {
   TARGETS=(); SERVER_PIDS=()
@@ -60,9 +64,9 @@ start_nodes() {
     local port; port=$(free_port)
     if [[ $1 == wsgate ]]; then
       # The handshake rate limit is off: these runs measure capacity, not the limit.
-      "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$REDIS" --session-secret "$SECRET" --max-handshakes-per-second 0 >>"$WORK/wsgate.log" 2>&1 &
+      "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$REDIS" --session-secret "$SECRET" --max-handshakes-per-second 0 "${STORE_ARGS[@]}" >>"$WORK/wsgate.log" 2>&1 &
     else
-      node loadtest/node-reference/server.mjs --port "$port" --redis-url "$REDIS" --secret "$SECRET" >>"$WORK/node.log" 2>&1 &
+      node loadtest/node-reference/server.mjs --port "$port" --redis-url "$REDIS" --secret "$SECRET" "${STORE_ARGS[@]}" >>"$WORK/node.log" 2>&1 &
     fi
     SERVER_PIDS+=($!); PIDS+=($!)
     wait_port "$port"
@@ -91,6 +95,31 @@ for system in wsgate node; do
   node loadtest/node-reference/rolling-restart.mjs --system $system --wsgate-bin "$BIN/wsgate" --redis-url "$REDIS" --secret "$SECRET" \
     --clients $ROLL --variant "$ROLL clients, 2 nodes behind nginx, each restarted in turn" --out "$RESULTS" >/dev/null
 done
+# Connect storms with the sessions in connect-memcached and connect-pg-simple (the cluster adapter
+# stays on Redis): what a handshake costs when the lookup goes to memcached or PostgreSQL.
+MEMCACHED_PORT=$(free_port)
+memcached -p "$MEMCACHED_PORT" -l 127.0.0.1 -U 0 -m 256 -c 4096 $( ((EUID == 0)) && echo "-u root") &
+PIDS+=($!)
+wait_port "$MEMCACHED_PORT"
+PG_ADMIN=${WSGATE_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_DB=wsgate_bench_$$
+psql "$PG_ADMIN" -qc "CREATE DATABASE $PG_DB"
+DROP_DB="psql '$PG_ADMIN' -qc 'DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)'"
+PG_URL=${PG_ADMIN%/*}/$PG_DB
+psql "$PG_URL" -q -f loadtest/node-reference/node_modules/connect-pg-simple/table.sql
+for store in memcached postgres; do
+  if [[ $store == memcached ]]; then store_url=memcache://127.0.0.1:$MEMCACHED_PORT; else store_url=$PG_URL; fi
+  STORE_ARGS=(--session-store "$store" --session-store-url "$store_url")
+  [[ $store == memcached ]] && STORE_ARGS+=(--session-prefix sess:)
+  for system in wsgate node; do
+    start_nodes $system 1
+    loadgen $system --variant "$STORM sockets, 500 in flight, 1 node, sessions in connect-$store" --scenario connect-storm --connections $STORM --concurrency 500 --session-store "$store" --session-store-url "$store_url"
+    stop_nodes
+  done
+done
+STORE_ARGS=()
+eval "$DROP_DB"; DROP_DB=
+
 if ((BIG > 0)); then
   # Scale beyond one process: a cluster of gateway nodes holding BIG sockets, one broadcast
   # room containing all of them.

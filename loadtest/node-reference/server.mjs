@@ -19,6 +19,11 @@ const { values } = parseArgs({
     host: { type: "string", default: "127.0.0.1" },
     "redis-url": { type: "string", default: "redis://127.0.0.1:6379" },
     secret: { type: "string", multiple: true, default: ["loadtest-secret"] },
+    // Where express-session keeps sessions: redis (connect-redis at --redis-url), memcached
+    // (connect-memcached) or postgres (connect-pg-simple's "session" table).
+    "session-store": { type: "string", default: "redis" },
+    "session-store-url": { type: "string" },
+    "session-prefix": { type: "string", default: "sess:" },
   },
 });
 
@@ -42,9 +47,28 @@ const io = new Server(httpServer, {
   },
 });
 
+async function sessionStore() {
+  switch (values["session-store"]) {
+    case "memcached": {
+      const { default: connectMemcached } = await import("connect-memcached");
+      const MemcachedStore = connectMemcached(session);
+      const host = values["session-store-url"].replace(/^memcache:\/\//, "");
+      return new MemcachedStore({ hosts: [host], prefix: values["session-prefix"] });
+    }
+    case "postgres": {
+      const { default: connectPgSimple } = await import("connect-pg-simple");
+      const { default: pg } = await import("pg");
+      const PgStore = connectPgSimple(session);
+      return new PgStore({ pool: new pg.Pool({ connectionString: values["session-store-url"] }), pruneSessionInterval: false });
+    }
+    default:
+      return new RedisStore({ client: sessionClient, prefix: values["session-prefix"] });
+  }
+}
+
 io.engine.use(
   session({
-    store: new RedisStore({ client: sessionClient }),
+    store: await sessionStore(),
     secret: values.secret,
     resave: false,
     saveUninitialized: false,

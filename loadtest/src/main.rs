@@ -88,6 +88,13 @@ struct RunArgs {
     secret: String,
     #[arg(long, default_value = "sess:")]
     session_prefix: String,
+    /// Where sessions are seeded: redis (connect-redis records at --redis-url), memcached
+    /// (connect-memcached) or postgres (connect-pg-simple's "session" table).
+    #[arg(long, default_value = "redis")]
+    session_store: String,
+    /// memcached `host:port` or a Postgres URL, for --session-store memcached|postgres.
+    #[arg(long)]
+    session_store_url: Option<String>,
     #[arg(long, default_value = "connect.sid")]
     cookie_name: String,
     /// Sockets (observers, for churn).
@@ -271,42 +278,76 @@ impl WorkerHandle {
 }
 
 async fn seed_sessions(args: &RunArgs, run_id: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let client = redis::Client::open(args.redis_url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
     let record = |user: &Value| {
         json!({"cookie": {"originalMaxAge": 3_600_000, "expires": "2030-01-01T00:00:00.000Z", "httpOnly": true, "path": "/"}, "passport": {"user": user}}).to_string()
     };
-    let mut pipe = redis::pipe();
-    let mut queued = 0;
     let churners = if args.scenario == Scenario::Churn {
         churn_pool(args)
     } else {
         0
     };
-    let sessions = (0..args.connections)
-        .map(|n| {
-            (
-                format!("{}{}", args.session_prefix, session_id(run_id, n)),
-                user_for(args.scenario, n, args.rooms),
-            )
-        })
-        .chain((0..churners).map(|n| {
-            (
-                format!("{}{}", args.session_prefix, churn_session(run_id, n)),
-                json!(format!("churn-{n}")),
-            )
-        }));
-    for (key, user) in sessions {
-        pipe.cmd("SET").arg(key).arg(record(&user)).arg("EX").arg(3600).ignore();
-        queued += 1;
-        if queued == 5000 {
-            pipe.query_async::<()>(&mut conn).await?;
-            pipe = redis::pipe();
-            queued = 0;
-        }
+    let sessions: Vec<(String, String)> = (0..args.connections)
+        .map(|n| (session_id(run_id, n), record(&user_for(args.scenario, n, args.rooms))))
+        .chain((0..churners).map(|n| (churn_session(run_id, n), record(&json!(format!("churn-{n}"))))))
+        .collect();
+    let store_url = || args.session_store_url.clone().ok_or("--session-store-url is needed");
+    match args.session_store.as_str() {
+        "redis" => seed_redis(&args.redis_url, &args.session_prefix, &sessions).await,
+        "memcached" => seed_memcached(&store_url()?, &args.session_prefix, &sessions).await,
+        "postgres" => seed_postgres(&store_url()?, &sessions).await,
+        other => Err(format!("unknown --session-store {other}").into()),
     }
-    if queued > 0 {
+}
+
+/// connect-redis: `SET <prefix><sid> <json> EX 3600`, pipelined.
+async fn seed_redis(url: &str, prefix: &str, sessions: &[(String, String)]) -> Result<(), Box<dyn std::error::Error>> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    for batch in sessions.chunks(5000) {
+        let mut pipe = redis::pipe();
+        for (sid, record) in batch {
+            pipe.cmd("SET")
+                .arg(format!("{prefix}{sid}"))
+                .arg(record)
+                .arg("EX")
+                .arg(3600)
+                .ignore();
+        }
         pipe.query_async::<()>(&mut conn).await?;
+    }
+    Ok(())
+}
+
+/// connect-memcached: the JSON with the memcached client's JSON flag (2), TTL one hour.
+async fn seed_memcached(
+    url: &str,
+    prefix: &str,
+    sessions: &[(String, String)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use async_memcached::AsciiProtocol;
+    let mut client = async_memcached::Client::new(format!("tcp://{}", url.trim_start_matches("memcache://"))).await?;
+    for (sid, record) in sessions {
+        client
+            .set(format!("{prefix}{sid}"), record.as_str(), Some(3600), Some(2))
+            .await?;
+    }
+    Ok(())
+}
+
+/// connect-pg-simple: rows of the "session" table, expiring in an hour.
+async fn seed_postgres(url: &str, sessions: &[(String, String)]) -> Result<(), Box<dyn std::error::Error>> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    for batch in sessions.chunks(5000) {
+        let (sids, records): (Vec<&str>, Vec<&str>) = batch.iter().map(|(s, r)| (s.as_str(), r.as_str())).unzip();
+        client
+            .execute(
+                r#"INSERT INTO "session" (sid, sess, expire)
+                   SELECT sid, sess::json, now() + interval '1 hour' FROM unnest($1::text[], $2::text[]) AS t(sid, sess)
+                   ON CONFLICT (sid) DO UPDATE SET sess = EXCLUDED.sess, expire = EXCLUDED.expire"#,
+                &[&sids, &records],
+            )
+            .await?;
     }
     Ok(())
 }
