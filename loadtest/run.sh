@@ -113,7 +113,7 @@ for store in memcached postgres; do
   [[ $store == memcached ]] && STORE_ARGS+=(--session-prefix sess:)
   for system in wsgate node; do
     start_nodes $system 1
-    loadgen $system --variant "$STORM sockets, 500 in flight, 1 node, sessions in connect-$store" --scenario connect-storm --connections $STORM --concurrency 500 --session-store "$store" --session-store-url "$store_url"
+    loadgen $system --variant "$STORM sockets, 500 in flight, 1 node, sessions in $( [[ $store == postgres ]] && echo connect-pg-simple || echo connect-$store )" --scenario connect-storm --connections $STORM --concurrency 500 --session-store "$store" --session-store-url "$store_url"
     stop_nodes
   done
 done

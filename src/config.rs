@@ -63,9 +63,49 @@ pub struct RedisArgs {
         hide_env_values = true
     )]
     pub redis_url: String,
-    /// Key prefix of the cluster adapter's Redis channels (the Node adapter's and emitter's `key`).
+    /// Key prefix of the cluster adapter's Redis channels (the Node adapter's and emitter's `key`,
+    /// the sharded adapter's `channelPrefix`).
     #[arg(long, env = "WSGATE_ADAPTER_KEY", default_value = "socket.io")]
     pub adapter_key: String,
+    /// The Node adapter the cluster speaks: classic (`createAdapter`, PUBLISH) or sharded
+    /// (`createShardedAdapter`, SPUBLISH, Redis 7+). Every node must use the same.
+    #[arg(long, env = "WSGATE_ADAPTER", value_enum, default_value = "classic")]
+    pub adapter: AdapterKind,
+    /// Sharded adapter only: which rooms get channels of their own (`subscriptionMode`):
+    /// dynamic (rooms other than socket ids), dynamic-private (every room) or static (none).
+    /// Every node must use the same.
+    #[arg(long, env = "WSGATE_SUBSCRIPTION_MODE", value_enum, default_value = "dynamic")]
+    pub subscription_mode: SubscriptionModeArg,
+}
+
+/// A value of `--adapter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AdapterKind {
+    Classic,
+    Sharded,
+}
+
+/// A value of `--subscription-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SubscriptionModeArg {
+    Dynamic,
+    DynamicPrivate,
+    Static,
+}
+
+impl RedisArgs {
+    /// The adapter protocol the flags name.
+    pub fn adapter_protocol(&self) -> crate::cluster::AdapterProtocol {
+        use crate::protocol::sharded::SubscriptionMode;
+        match self.adapter {
+            AdapterKind::Classic => crate::cluster::AdapterProtocol::Classic,
+            AdapterKind::Sharded => crate::cluster::AdapterProtocol::Sharded(match self.subscription_mode {
+                SubscriptionModeArg::Dynamic => SubscriptionMode::Dynamic,
+                SubscriptionModeArg::DynamicPrivate => SubscriptionMode::DynamicPrivate,
+                SubscriptionModeArg::Static => SubscriptionMode::Static,
+            }),
+        }
+    }
 }
 
 /// Where to publish.
@@ -603,6 +643,7 @@ impl ServeArgs {
             publisher: redis.clone(),
             prefix: self.redis.adapter_key.clone(),
             max_ack_timeout: Duration::from_millis(self.max_ack_timeout),
+            protocol: self.redis.adapter_protocol(),
             // Keyspace events come through the adapter's Redis: only when the sessions are there.
             keyspace: (self.session_store == SessionStoreKind::Redis && self.session_store_url.is_none()).then(|| {
                 crate::KeyspaceOptions {

@@ -249,6 +249,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             session_prefix: "sess:".into(),
             configure: true,
         }),
+        protocol: crate::cluster::AdapterProtocol::Classic,
     };
     let server = crate::Server::start(args.listen, config, http, Some(cluster))
         .await

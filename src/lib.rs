@@ -43,6 +43,8 @@ pub struct ClusterOptions {
     /// Follow the session keys through Redis keyspace notifications, so a logout or an expiry
     /// closes the session's sockets at once (`None`: only the periodic revalidation).
     pub keyspace: Option<KeyspaceOptions>,
+    /// Classic (`createAdapter`) or sharded (`createShardedAdapter`) adapter protocol.
+    pub protocol: cluster::AdapterProtocol,
 }
 
 /// Revocation through keyspace notifications on the session keys.

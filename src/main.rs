@@ -135,7 +135,11 @@ async fn connect(target: &PublishArgs) -> Result<Emitter, String> {
         .await
         .map_err(|_| "no answer within 5 s".to_string())?
         .map_err(|e| e.to_string())?;
-    Ok(Emitter::new(manager, &target.redis.adapter_key))
+    Ok(Emitter::with_protocol(
+        manager,
+        &target.redis.adapter_key,
+        target.redis.adapter_protocol(),
+    ))
 }
 
 async fn shutdown_signal() {

@@ -1,8 +1,12 @@
-//! Publishing into rooms from any process, with the bytes `@socket.io/redis-emitter` sends:
-//! every gateway and Node socket.io node of the cluster applies them.
+//! Publishing into rooms from any process, with the bytes `@socket.io/redis-emitter` sends
+//! (classic adapter), or the bytes a `createShardedAdapter` node publishes for the same call
+//! (sharded adapter, which Node's emitter cannot reach): every gateway and Node socket.io node
+//! of the cluster applies them.
 
-use super::ClusterError;
+use super::driver::{PubSub, Publisher};
+use super::{AdapterProtocol, ClusterError};
 use crate::protocol::adapter::{encode, Broadcast, Channels, Selector, EMITTER_UID};
+use crate::protocol::sharded::{self, ShardedChannels};
 
 /// A publisher for one Redis and key prefix (`socket.io` by default).
 ///
@@ -16,15 +20,28 @@ use crate::protocol::adapter::{encode, Broadcast, Channels, Selector, EMITTER_UI
 /// ```
 #[derive(Clone)]
 pub struct Emitter {
-    redis: redis::aio::ConnectionManager,
+    publisher: Publisher,
     prefix: String,
+    protocol: AdapterProtocol,
 }
 
 impl Emitter {
+    /// An emitter for the classic adapter, as `@socket.io/redis-emitter`.
     pub fn new(redis: redis::aio::ConnectionManager, prefix: &str) -> Self {
+        Self::with_protocol(redis, prefix, AdapterProtocol::Classic)
+    }
+
+    /// An emitter for nodes of either adapter protocol (every node's `--adapter` and
+    /// `--subscription-mode`).
+    pub fn with_protocol(redis: redis::aio::ConnectionManager, prefix: &str, protocol: AdapterProtocol) -> Self {
+        let flavour = match protocol {
+            AdapterProtocol::Classic => PubSub::Classic,
+            AdapterProtocol::Sharded(_) => PubSub::Sharded,
+        };
         Emitter {
-            redis,
+            publisher: Publisher::new(redis, flavour),
             prefix: prefix.into(),
+            protocol,
         }
     }
 
@@ -34,6 +51,7 @@ impl Emitter {
             emitter: self.clone(),
             nsp: nsp.into(),
             channels: Channels::new(&self.prefix, nsp),
+            sharded: ShardedChannels::new(&self.prefix, nsp),
             selector: Selector::default(),
         }
     }
@@ -45,6 +63,7 @@ pub struct EmitterTarget {
     emitter: Emitter,
     nsp: String,
     channels: Channels,
+    sharded: ShardedChannels,
     selector: Selector,
 }
 
@@ -62,12 +81,16 @@ impl EmitterTarget {
     }
 
     async fn publish(&self, channel: &str, bytes: Vec<u8>) -> Result<i64, ClusterError> {
-        let mut redis = self.emitter.redis.clone();
-        Ok(redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(bytes)
-            .query_async(&mut redis)
-            .await?)
+        Ok(self.emitter.publisher.publish(channel, &bytes).await?)
+    }
+
+    /// The classic request for `classic`, or the sharded message `sharded` makes, on the sharded
+    /// base channel.
+    async fn request(&self, classic: Vec<u8>, sharded: impl FnOnce() -> Vec<u8>) -> Result<i64, ClusterError> {
+        match self.emitter.protocol {
+            AdapterProtocol::Classic => self.publish(&self.channels.request, classic).await,
+            AdapterProtocol::Sharded(_) => self.publish(&self.sharded.base, sharded()).await,
+        }
     }
 
     /// Emits `event` with `args`. Returns how many subscribers (nodes) received the message.
@@ -82,28 +105,43 @@ impl EmitterTarget {
             selector: self.selector.clone(),
             flags: vec![],
         };
-        self.publish(&self.channels.for_rooms(&self.selector.rooms), message.encode(true))
-            .await
+        match self.emitter.protocol {
+            AdapterProtocol::Classic => {
+                self.publish(&self.channels.for_rooms(&self.selector.rooms), message.encode(true))
+                    .await
+            }
+            AdapterProtocol::Sharded(mode) => {
+                let channel = match mode.broadcast_room(&self.selector.rooms, false) {
+                    Some(room) => self.sharded.room(room),
+                    None => self.sharded.base.clone(),
+                };
+                self.publish(&channel, sharded::encode::broadcast(&message, EMITTER_UID, None))
+                    .await
+            }
+        }
     }
 
     /// Makes the selected sockets join `rooms`.
     pub async fn sockets_join(&self, rooms: &[String]) -> Result<i64, ClusterError> {
-        self.publish(&self.channels.request, encode::sockets_join(&self.selector, rooms))
-            .await
+        self.request(encode::sockets_join(&self.selector, rooms), || {
+            sharded::encode::sockets_join(EMITTER_UID, &self.nsp, &self.selector, rooms, true)
+        })
+        .await
     }
 
     /// Makes the selected sockets leave `rooms`.
     pub async fn sockets_leave(&self, rooms: &[String]) -> Result<i64, ClusterError> {
-        self.publish(&self.channels.request, encode::sockets_leave(&self.selector, rooms))
-            .await
+        self.request(encode::sockets_leave(&self.selector, rooms), || {
+            sharded::encode::sockets_join(EMITTER_UID, &self.nsp, &self.selector, rooms, false)
+        })
+        .await
     }
 
     /// Disconnects the selected sockets; `close` also closes their connections.
     pub async fn disconnect_sockets(&self, close: bool) -> Result<i64, ClusterError> {
-        self.publish(
-            &self.channels.request,
-            encode::disconnect_sockets(&self.selector, close),
-        )
+        self.request(encode::disconnect_sockets(&self.selector, close), || {
+            sharded::encode::disconnect_sockets(EMITTER_UID, &self.nsp, &self.selector, close)
+        })
         .await
     }
 
@@ -111,7 +149,9 @@ impl EmitterTarget {
     pub async fn server_side_emit(&self, event: &str, args: Vec<rmpv::Value>) -> Result<i64, ClusterError> {
         let mut data = vec![rmpv::Value::from(event)];
         data.extend(args);
-        self.publish(&self.channels.request, encode::server_side_emit(EMITTER_UID, &data))
-            .await
+        self.request(encode::server_side_emit(EMITTER_UID, &data), || {
+            sharded::encode::server_side_emit(EMITTER_UID, &self.nsp, &data)
+        })
+        .await
     }
 }

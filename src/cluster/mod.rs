@@ -1,20 +1,25 @@
 //! The Redis adapter: this node as a peer of Node `socket.io` + `@socket.io/redis-adapter`
-//! nodes and `@socket.io/redis-emitter` publishers (classic protocol).
+//! nodes (classic `createAdapter`, or sharded `createShardedAdapter`) and
+//! `@socket.io/redis-emitter` publishers.
 //!
 //! Owns the only pub/sub connection: per served namespace it subscribes where a Node adapter
-//! does, delivers broadcasts to local sockets, answers every request Node nodes count it for,
-//! and publishes this node's own broadcasts byte-compatibly. It reaches sockets only through the
-//! gateway's [`Namespace`] API. A lost subscription reconnects with backoff and resubscribes
-//! everything; local delivery goes on meanwhile.
+//! does (in sharded dynamic modes, one channel per room with members here, following the
+//! namespace's room events), delivers broadcasts to local sockets, answers every request Node
+//! nodes count it for, and publishes this node's own broadcasts byte-compatibly. It reaches
+//! sockets only through the gateway's [`Namespace`] API and Redis only through [`driver`]. A
+//! lost subscription reconnects with backoff and resubscribes everything; local delivery goes
+//! on meanwhile.
 
+pub mod driver;
 mod emitter;
 
 pub use emitter::{Emitter, EmitterTarget};
 
-use crate::gateway::{Gateway, Namespace, Socket};
+use crate::gateway::{Gateway, Namespace, RoomEvent, Socket};
 use crate::protocol::adapter::{self, encode, AdapterError, Broadcast, Channels, Request, RequestType, Selector};
+use crate::protocol::sharded::{self, ShardedChannels, SubscriptionMode};
 use crate::protocol::socketio::Packet;
-use futures_util::StreamExt as _;
+use driver::{Incoming, PubSub, Publisher, Subscriber};
 use rand::Rng as _;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -41,10 +46,21 @@ pub enum ClusterError {
     UnknownNamespace(String),
 }
 
+/// Which Node adapter this node is a peer of (every node of a cluster must speak the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdapterProtocol {
+    /// `createAdapter`: PUBLISH/PSUBSCRIBE, request and response channels, msgpack broadcasts.
+    #[default]
+    Classic,
+    /// `createShardedAdapter` (Redis 7+): SPUBLISH/SSUBSCRIBE, `{type, data, uid, nsp}` messages.
+    Sharded(SubscriptionMode),
+}
+
 /// One namespace's adapter: its channels and this node's uid in it.
 struct NamespaceAdapter {
     nsp: Arc<Namespace>,
     channels: Channels,
+    sharded: ShardedChannels,
     uid: String,
 }
 
@@ -52,8 +68,11 @@ struct NamespaceAdapter {
 pub struct Cluster {
     gateway: Arc<Gateway>,
     redis: redis::Client,
-    publisher: redis::aio::ConnectionManager,
+    publisher: Publisher,
+    protocol: AdapterProtocol,
     adapters: Vec<NamespaceAdapter>,
+    /// Rooms appearing and disappearing, by adapter index (sharded dynamic modes only).
+    room_events: tokio::sync::Mutex<mpsc::UnboundedReceiver<(usize, RoomEvent)>>,
     /// Responses are published in order by one task, so CLIENT_COUNT precedes its acks.
     responses: mpsc::Sender<(String, Vec<u8>)>,
     max_ack_timeout: Duration,
@@ -88,13 +107,19 @@ fn glob_escape(literal: &str) -> String {
     out
 }
 
-/// `uid2(6)`-shaped ids: 6 characters of `[A-Za-z0-9_-]`.
-fn new_uid() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/// A node's uid as Node makes it: the classic adapter's `uid2(6)` (6 characters of
+/// `[A-Za-z0-9_-]`), socket.io-adapter's `randomId()` (16 hex digits) for the sharded one.
+fn new_uid(protocol: AdapterProtocol) -> String {
     let mut rng = rand::rng();
-    (0..6)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    match protocol {
+        AdapterProtocol::Classic => {
+            const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            (0..6)
+                .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+                .collect()
+        }
+        AdapterProtocol::Sharded(_) => format!("{:016x}", rng.random::<u64>()),
+    }
 }
 
 impl Cluster {
@@ -106,23 +131,51 @@ impl Cluster {
             prefix,
             max_ack_timeout,
             keyspace,
+            protocol,
         } = options;
         let db = redis.get_connection_info().redis_settings().db();
         let keyspace = keyspace.map(|k| (format!("__keyspace@{db}__:{}", k.session_prefix), k.configure));
-        let adapters = gateway
+        let adapters: Vec<NamespaceAdapter> = gateway
             .namespaces()
             .map(|nsp| NamespaceAdapter {
                 nsp: nsp.clone(),
                 channels: Channels::new(&prefix, &nsp.name),
+                sharded: ShardedChannels::new(&prefix, &nsp.name),
                 // Never "emitter": that uid belongs to the Node emitter.
-                uid: new_uid(),
+                uid: new_uid(protocol),
             })
             .collect();
+        // Per-room channels follow the rooms: every namespace's events into one queue, read
+        // by the subscriber task.
+        let (room_sender, room_events) = mpsc::unbounded_channel();
+        if let AdapterProtocol::Sharded(mode) = protocol {
+            if mode != SubscriptionMode::Static {
+                for (index, adapter) in adapters.iter().enumerate() {
+                    let Some(mut events) = adapter.nsp.watch_rooms(mode.subscribes(true)) else {
+                        continue;
+                    };
+                    let sender = room_sender.clone();
+                    tokio::spawn(async move {
+                        while let Some(event) = events.recv().await {
+                            if sender.send((index, event)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        let flavour = match protocol {
+            AdapterProtocol::Classic => PubSub::Classic,
+            AdapterProtocol::Sharded(_) => PubSub::Sharded,
+        };
         let (responses, queue) = mpsc::channel(RESPONSE_QUEUE);
         let cluster = Arc::new(Cluster {
             gateway,
             redis,
-            publisher,
+            publisher: Publisher::new(publisher, flavour),
+            protocol,
+            room_events: tokio::sync::Mutex::new(room_events),
             adapters,
             responses,
             max_ack_timeout,
@@ -172,7 +225,6 @@ impl Cluster {
     ) -> Result<usize, ClusterError> {
         let local = self.broadcast_local(nsp, &selector, &data)?;
         let adapter = self.adapter(nsp)?;
-        let channel = adapter.channels.for_rooms(&selector.rooms);
         let message = Broadcast {
             uid: Some(adapter.uid.clone()),
             nsp: nsp.into(),
@@ -180,12 +232,20 @@ impl Cluster {
             selector,
             flags: vec![],
         };
-        let mut publisher = self.publisher.clone();
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(message.encode(false))
-            .query_async::<i64>(&mut publisher)
-            .await?;
+        let (channel, bytes) = match self.protocol {
+            AdapterProtocol::Classic => (
+                adapter.channels.for_rooms(&message.selector.rooms),
+                message.encode(false),
+            ),
+            AdapterProtocol::Sharded(mode) => {
+                let channel = match mode.broadcast_room(&message.selector.rooms, false) {
+                    Some(room) => adapter.sharded.room(room),
+                    None => adapter.sharded.base.clone(),
+                };
+                (channel, sharded::encode::broadcast(&message, &adapter.uid, None))
+            }
+        };
+        self.publisher.publish(&channel, &bytes).await?;
         Ok(local)
     }
 
@@ -203,9 +263,11 @@ impl Cluster {
         let metrics = self.gateway.metrics.clone();
         let mut backoff = Duration::from_millis(100);
         let mut was_up = false;
+        // Held for the life of the task: room events are read here only.
+        let mut room_events = self.room_events.lock().await;
         loop {
-            match self.subscribe_all().await {
-                Ok((sink, stream)) => {
+            match self.subscribe_all(&mut room_events).await {
+                Ok(subscriber) => {
                     metrics.pubsub_up.store(1, Ordering::Relaxed);
                     // Redis may have restarted with another setting: check it on every connect.
                     self.check_keyspace_events().await;
@@ -216,11 +278,11 @@ impl Cluster {
                         let gateway = self.gateway.clone();
                         tokio::spawn(async move { gateway.revalidate_sessions().await });
                     } else {
-                        tracing::info!(namespaces = self.adapters.len(), "cluster adapter subscribed");
+                        tracing::info!(namespaces = self.adapters.len(), protocol = ?self.protocol, "cluster adapter subscribed");
                     }
                     was_up = true;
                     backoff = Duration::from_millis(100);
-                    let why = self.serve(sink, stream).await;
+                    let why = self.serve(subscriber, &mut room_events).await;
                     metrics.pubsub_up.store(0, Ordering::Relaxed);
                     metrics.inc("wsgate_redis_pubsub_total", "lost");
                     tracing::warn!(reason = %why, "Redis pub/sub connection lost: cross-node broadcasts are not received until it is back; local delivery goes on; reconnecting");
@@ -234,38 +296,78 @@ impl Cluster {
         }
     }
 
-    async fn subscribe_all(&self) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
-        let pubsub = tokio::time::timeout(Duration::from_secs(5), self.redis.get_async_pubsub())
+    /// A fresh subscriber with every channel this node listens on. Room events queued so far
+    /// are dropped first: the rooms are read after them, so the snapshot covers them, and the
+    /// events that follow are applied on top of it.
+    async fn subscribe_all(
+        &self,
+        room_events: &mut mpsc::UnboundedReceiver<(usize, RoomEvent)>,
+    ) -> redis::RedisResult<Subscriber> {
+        let flavour = match self.protocol {
+            AdapterProtocol::Classic => PubSub::Classic,
+            AdapterProtocol::Sharded(_) => PubSub::Sharded,
+        };
+        let connect = Subscriber::connect(&self.redis, flavour, Duration::from_secs(5));
+        let mut subscriber = tokio::time::timeout(Duration::from_secs(5), connect)
             .await
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-        let (mut sink, stream) = pubsub.split();
         if let Some((channel, _)) = &self.keyspace {
-            sink.psubscribe(format!("{}*", glob_escape(channel))).await?;
+            subscriber.psubscribe(&format!("{}*", glob_escape(channel))).await?;
         }
+        while room_events.try_recv().is_ok() {}
         for adapter in &self.adapters {
-            let c = &adapter.channels;
-            sink.psubscribe(c.broadcast_pattern()).await?;
-            sink.subscribe(&[c.request.clone(), c.response.clone(), c.response_for(&adapter.uid)])
-                .await?;
+            match self.protocol {
+                AdapterProtocol::Classic => {
+                    let c = &adapter.channels;
+                    subscriber.psubscribe(&c.broadcast_pattern()).await?;
+                    for channel in [&c.request, &c.response, &c.response_for(&adapter.uid)] {
+                        subscriber.subscribe(channel).await?;
+                    }
+                }
+                AdapterProtocol::Sharded(mode) => {
+                    // Exactly once each: Node counts servers by the base channel's subscribers.
+                    subscriber.subscribe(&adapter.sharded.base).await?;
+                    subscriber
+                        .subscribe(&adapter.sharded.response_for(&adapter.uid))
+                        .await?;
+                    if mode != SubscriptionMode::Static {
+                        for room in adapter.nsp.watched_rooms(mode.subscribes(true)) {
+                            subscriber.subscribe(&adapter.sharded.room(&room)).await?;
+                        }
+                    }
+                }
+            }
         }
-        Ok((sink, stream))
+        Ok(subscriber)
     }
 
-    /// Handles messages until the connection fails; returns why.
-    async fn serve(&self, mut sink: redis::aio::PubSubSink, mut stream: redis::aio::PubSubStream) -> String {
+    /// Handles messages (and per-room subscriptions) until the connection fails; returns why.
+    async fn serve(
+        &self,
+        mut subscriber: Subscriber,
+        room_events: &mut mpsc::UnboundedReceiver<(usize, RoomEvent)>,
+    ) -> String {
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         loop {
             tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(msg) => self.on_message(msg.get_channel_name(), msg.get_payload_bytes()),
-                    None => return "connection closed".into(),
+                incoming = subscriber.next() => match incoming {
+                    Incoming::Message { channel, payload } => self.on_message(&channel, &payload),
+                    Incoming::Closed => return "connection closed".into(),
                 },
+                Some((index, event)) = room_events.recv() => {
+                    let Some(adapter) = self.adapters.get(index) else { continue };
+                    let result = match &event {
+                        RoomEvent::Created(room) => subscriber.subscribe(&adapter.sharded.room(room)).await,
+                        RoomEvent::Deleted(room) => subscriber.unsubscribe(&adapter.sharded.room(room)).await,
+                    };
+                    if let Err(err) = result {
+                        return format!("room subscription failed: {err}");
+                    }
+                }
                 _ = ping.tick() => {
-                    // In subscribe mode Redis answers PING with ["pong", ""], not "PONG": any
-                    // reply proves the link is alive.
-                    match tokio::time::timeout(PING_EVERY, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => {}
+                    match tokio::time::timeout(PING_EVERY, subscriber.ping()).await {
+                        Ok(Ok(())) => {}
                         Ok(Err(err)) => return err.to_string(),
                         Err(_) => return "no answer to PING".into(),
                     }
@@ -280,7 +382,7 @@ impl Cluster {
     async fn check_keyspace_events(&self) {
         let Some((_, configure)) = &self.keyspace else { return };
         let metrics = &self.gateway.metrics;
-        let mut conn = self.publisher.clone();
+        let mut conn = self.publisher.connection();
         let current: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("notify-keyspace-events")
@@ -358,14 +460,109 @@ impl Cluster {
             }
         }
         for adapter in &self.adapters {
-            if let Some(room) = adapter.channels.room_of(channel) {
-                return self.on_broadcast(adapter, room, payload);
-            }
-            if channel == adapter.channels.request {
-                return self.on_request(adapter, payload);
+            match self.protocol {
+                AdapterProtocol::Classic => {
+                    if let Some(room) = adapter.channels.room_of(channel) {
+                        return self.on_broadcast(adapter, room, payload);
+                    }
+                    if channel == adapter.channels.request {
+                        return self.on_request(adapter, payload);
+                    }
+                }
+                AdapterProtocol::Sharded(_) => {
+                    if channel == adapter.sharded.base {
+                        return self.on_sharded(adapter, None, payload);
+                    }
+                    if let Some(suffix) = adapter.sharded.suffix_of(channel) {
+                        // Responses to this node: it sends no requests, so none are awaited.
+                        if suffix != adapter.uid {
+                            return self.on_sharded(adapter, Some(suffix), payload);
+                        }
+                        return;
+                    }
+                }
             }
         }
-        // Responses: this node sends no requests of its own, so none are awaited.
+        // Classic responses: this node sends no requests of its own, so none are awaited.
+    }
+
+    /// A message of the sharded adapter, from the base channel or from `room`'s channel.
+    fn on_sharded(&self, adapter: &NamespaceAdapter, room: Option<&str>, payload: &[u8]) {
+        // A room channel for a room nobody here is in any more: nothing to decode.
+        if room.is_some_and(|room| !adapter.nsp.has_members(room)) {
+            return;
+        }
+        let channel = || room.map_or_else(|| adapter.sharded.base.clone(), |r| adapter.sharded.room(r));
+        let envelope = match sharded::decode(payload) {
+            Ok(envelope) => envelope,
+            Err(err) => return self.dropped(&channel(), &err),
+        };
+        // As socket.io-adapter: our own messages, and messages without our namespace, are not
+        // for us (Node drops those without `nsp` too).
+        let Some(sender) = envelope.uid.filter(|uid| *uid != adapter.uid) else {
+            return;
+        };
+        if envelope.nsp.as_deref() != Some(&*adapter.nsp.name) {
+            return;
+        }
+        let message = envelope.message;
+        self.gateway
+            .metrics
+            .inc("wsgate_adapter_messages_total", message.as_str());
+        let nsp = &adapter.nsp;
+        let reply_to = adapter.sharded.response_for(&sender);
+        match message {
+            sharded::Message::Broadcast {
+                broadcast,
+                request_id: None,
+            } => {
+                let (args, attachments) = adapter::to_client_args(&broadcast.data);
+                let packet = Packet::event(&nsp.name, args, attachments);
+                self.delivered(nsp.broadcast(&broadcast.selector.rooms, &broadcast.selector.except, &packet));
+            }
+            sharded::Message::Broadcast {
+                broadcast,
+                request_id: Some(request_id),
+            } => self.broadcast_with_ack(adapter, broadcast, request_id, Reply::Sharded(reply_to)),
+            sharded::Message::SocketsJoin { selector, rooms } => {
+                for socket in nsp.select(&selector.rooms, &selector.except) {
+                    for room in &rooms {
+                        nsp.join(&socket, room.as_str().into());
+                    }
+                }
+            }
+            sharded::Message::SocketsLeave { selector, rooms } => {
+                for socket in nsp.select(&selector.rooms, &selector.except) {
+                    for room in &rooms {
+                        nsp.leave(&socket, room);
+                    }
+                }
+            }
+            sharded::Message::DisconnectSockets { selector, close } => {
+                for socket in nsp.select(&selector.rooms, &selector.except) {
+                    self.gateway.disconnect(&socket, close);
+                }
+            }
+            sharded::Message::FetchSockets { selector, request_id } => {
+                let (shared, uid, name) = (nsp.clone(), adapter.uid.clone(), nsp.name.clone());
+                let build = move || {
+                    let sockets = shared.select(&selector.rooms, &selector.except);
+                    let sockets = sockets.iter().map(|s| remote_socket(s)).collect();
+                    sharded::encode::fetch_sockets_response(&uid, &name, &request_id, sockets)
+                };
+                self.respond_later(build, &reply_to);
+            }
+            sharded::Message::ServerSideEmit { request_id, .. } => {
+                // No server-side handlers run here; an ack request is answered without a value,
+                // so the Node caller gets every server's answer instead of waiting for its
+                // timeout.
+                if let Some(id) = request_id {
+                    let bytes = sharded::encode::server_side_emit_response(&adapter.uid, &nsp.name, &id, Value::Null);
+                    self.respond(&reply_to, bytes);
+                }
+            }
+            sharded::Message::Ignored(_) => {}
+        }
     }
 
     fn dropped(&self, channel: &str, err: &AdapterError) {
@@ -529,21 +726,26 @@ impl Cluster {
                     self.respond(response, encode::server_side_emit_response(id, json!([])));
                 }
             }
-            RequestType::Broadcast => self.broadcast_with_ack(adapter, request),
+            RequestType::Broadcast => {
+                let (Some(request_id), Some(message)) = (request.request_id, request.broadcast) else {
+                    return self.dropped(
+                        &adapter.channels.request,
+                        &AdapterError::Shape("broadcast request without requestId"),
+                    );
+                };
+                if message.uid.as_deref() == Some(adapter.uid.as_str()) {
+                    return;
+                }
+                let reply = Reply::Classic(adapter.channels.response.clone());
+                self.broadcast_with_ack(adapter, message, request_id, reply);
+            }
             RequestType::BroadcastClientCount | RequestType::BroadcastAck => {}
         }
     }
 
-    fn broadcast_with_ack(&self, adapter: &NamespaceAdapter, request: Request) {
-        let (Some(request_id), Some(message)) = (request.request_id, request.broadcast) else {
-            return self.dropped(
-                &adapter.channels.request,
-                &AdapterError::Shape("broadcast request without requestId"),
-            );
-        };
-        if message.uid.as_deref() == Some(adapter.uid.as_str()) {
-            return;
-        }
+    /// A peer's broadcast with acks: the client count first, then each client's ack, in the
+    /// requester's protocol.
+    fn broadcast_with_ack(&self, adapter: &NamespaceAdapter, message: Broadcast, request_id: String, reply: Reply) {
         // The requester decides how long to wait, up to --max-ack-timeout.
         let timeout = message
             .timeout_ms()
@@ -555,23 +757,24 @@ impl Cluster {
         let route = Arc::new((
             self.responses.clone(),
             self.gateway.clone(),
-            adapter.channels.response.clone(),
+            reply.clone(),
             request_id.clone(),
+            adapter.uid.clone(),
+            adapter.nsp.name.clone(),
         ));
         let make_handler = || {
             let route = route.clone();
             Box::new(move |args: Vec<Value>, attachments: Vec<bytes::Bytes>| {
-                let (responses, gateway, channel, request_id) = &*route;
+                let (responses, gateway, reply, request_id, uid, nsp) = &*route;
                 // Node passes on the first argument of the client's ack.
                 let first = args
                     .first()
                     .map_or(rmpv::Value::Nil, |a| adapter::from_client_value(a, &attachments));
-                respond(
-                    responses,
-                    gateway,
-                    channel.clone(),
-                    encode::broadcast_ack(request_id, first),
-                );
+                let (channel, bytes) = match reply {
+                    Reply::Classic(channel) => (channel, encode::broadcast_ack(request_id, first)),
+                    Reply::Sharded(channel) => (channel, sharded::encode::broadcast_ack(uid, nsp, request_id, first)),
+                };
+                respond(responses, gateway, channel.clone(), bytes);
             }) as crate::gateway::AckHandler
         };
         let count = adapter.nsp.broadcast_with_ack(
@@ -582,8 +785,24 @@ impl Cluster {
             make_handler,
         );
         self.delivered(count);
-        self.respond(&adapter.channels.response, encode::client_count(&request_id, count));
+        let (channel, bytes) = match &reply {
+            Reply::Classic(channel) => (channel, encode::client_count(&request_id, count)),
+            Reply::Sharded(channel) => (
+                channel,
+                sharded::encode::client_count(&adapter.uid, &adapter.nsp.name, &request_id, count),
+            ),
+        };
+        self.respond(channel, bytes);
     }
+}
+
+/// Where, and in which protocol, the answers to a peer's request go.
+#[derive(Clone)]
+enum Reply {
+    /// The classic adapter's shared response channel.
+    Classic(String),
+    /// The requester's own response channel of the sharded adapter.
+    Sharded(String),
 }
 
 /// A socket as REMOTE_FETCH describes it: `{id, handshake, rooms, data}`. Cookies are never
@@ -624,7 +843,7 @@ fn respond(queue: &mpsc::Sender<(String, Vec<u8>)>, gateway: &Gateway, channel: 
 }
 
 async fn publish_responses(
-    mut publisher: redis::aio::ConnectionManager,
+    publisher: Publisher,
     gateway: Arc<Gateway>,
     mut queue: mpsc::Receiver<(String, Vec<u8>)>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -635,11 +854,11 @@ async fn publish_responses(
             _ = stop.changed() => None,
         };
         match next {
-            Some((channel, bytes)) => publish_one(&mut publisher, &gateway, &channel, bytes).await,
+            Some((channel, bytes)) => publish_one(&publisher, &gateway, &channel, bytes).await,
             None => {
                 // Stopping: what is queued still goes out.
                 while let Ok((channel, bytes)) = queue.try_recv() {
-                    publish_one(&mut publisher, &gateway, &channel, bytes).await;
+                    publish_one(&publisher, &gateway, &channel, bytes).await;
                 }
                 return;
             }
@@ -647,13 +866,8 @@ async fn publish_responses(
     }
 }
 
-async fn publish_one(publisher: &mut redis::aio::ConnectionManager, gateway: &Gateway, channel: &str, bytes: Vec<u8>) {
-    let published = redis::cmd("PUBLISH")
-        .arg(channel)
-        .arg(bytes)
-        .query_async::<i64>(publisher)
-        .await;
-    if let Err(err) = published {
+async fn publish_one(publisher: &Publisher, gateway: &Gateway, channel: &str, bytes: Vec<u8>) {
+    if let Err(err) = publisher.publish(channel, &bytes).await {
         gateway.metrics.inc("wsgate_adapter_dropped_total", "publish_failed");
         tracing::warn!(channel, error = %err, "could not publish an adapter response");
     }

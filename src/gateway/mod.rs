@@ -12,7 +12,7 @@ mod policy;
 
 pub use policy::{ClientPolicy, RoomPattern};
 
-pub use namespace::{frames, parse_query, AckHandler, Handshake, Namespace, Room, Socket, MAX_PENDING_ACKS};
+pub use namespace::{frames, parse_query, AckHandler, Handshake, Namespace, Room, RoomEvent, Socket, MAX_PENDING_ACKS};
 
 use crate::auth::{AuthError, Identity, SessionAuth};
 use crate::metrics::Metrics;

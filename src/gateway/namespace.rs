@@ -198,6 +198,20 @@ pub fn frames(packet: &Packet) -> Vec<Frame> {
     frames
 }
 
+/// A room appearing on or disappearing from this node (its first member joined, its last left).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    Created(Room),
+    Deleted(Room),
+}
+
+#[derive(Debug)]
+struct RoomWatch {
+    events: tokio::sync::mpsc::UnboundedSender<RoomEvent>,
+    /// Sockets' own-id rooms too.
+    own_rooms: bool,
+}
+
 /// The sockets and rooms of one namespace on this node.
 #[derive(Debug)]
 pub struct Namespace {
@@ -207,6 +221,8 @@ pub struct Namespace {
     /// Ids of server-to-client acks; shared by the namespace as in Node, so one broadcast can use
     /// one id for every socket.
     next_ack_id: AtomicU64,
+    /// Who is told when rooms appear and disappear (an adapter subscribed per room).
+    room_watch: std::sync::OnceLock<RoomWatch>,
 }
 
 impl Namespace {
@@ -216,6 +232,34 @@ impl Namespace {
             sockets: DashMap::new(),
             rooms: DashMap::new(),
             next_ack_id: AtomicU64::new(0),
+            room_watch: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Rooms appearing and disappearing from now on, in order per room (each event is sent
+    /// under the room's lock); with `own_rooms`, sockets' own-id rooms too. One watcher per
+    /// namespace: `None` if there is one already.
+    pub fn watch_rooms(&self, own_rooms: bool) -> Option<tokio::sync::mpsc::UnboundedReceiver<RoomEvent>> {
+        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        self.room_watch.set(RoomWatch { events, own_rooms }).ok()?;
+        Some(receiver)
+    }
+
+    fn room_event(&self, event: impl FnOnce() -> RoomEvent, own_room: bool) {
+        if let Some(watch) = self.room_watch.get() {
+            if !own_room || watch.own_rooms {
+                let _ = watch.events.send(event());
+            }
+        }
+    }
+
+    /// Rooms a room watcher subscribes to now (after a reconnect): every room with a member
+    /// here, sockets' own rooms only with `own_rooms`.
+    pub fn watched_rooms(&self, own_rooms: bool) -> Vec<Room> {
+        if own_rooms {
+            self.all_rooms()
+        } else {
+            self.rooms.iter().map(|e| e.key().clone()).collect()
         }
     }
 
@@ -236,11 +280,19 @@ impl Namespace {
             return;
         }
         // A socket's own-id room is answered from the socket map: no entry of its own.
-        if room != socket.id {
-            self.rooms
-                .entry(room)
-                .or_default()
-                .insert(socket.id.clone(), socket.clone());
+        if room == socket.id {
+            self.room_event(|| RoomEvent::Created(room), true);
+            return;
+        }
+        match self.rooms.entry(room) {
+            dashmap::Entry::Occupied(mut members) => {
+                members.get_mut().insert(socket.id.clone(), socket.clone());
+            }
+            dashmap::Entry::Vacant(entry) => {
+                let room = entry.key().clone();
+                let _members = entry.insert(HashMap::from([(socket.id.clone(), socket.clone())]));
+                self.room_event(|| RoomEvent::Created(room), false);
+            }
         }
     }
 
@@ -252,6 +304,8 @@ impl Namespace {
         }
         if room != &*socket.id {
             self.remove_member(room, &socket.id);
+        } else {
+            self.room_event(|| RoomEvent::Deleted(socket.id.clone()), true);
         }
     }
 
@@ -259,6 +313,7 @@ impl Namespace {
         if let dashmap::Entry::Occupied(mut members) = self.rooms.entry(room.into()) {
             members.get_mut().remove(id);
             if members.get().is_empty() {
+                self.room_event(|| RoomEvent::Deleted(members.key().clone()), false);
                 members.remove();
             }
         }
@@ -271,8 +326,12 @@ impl Namespace {
         let Some(rooms) = guard.take() else {
             return false;
         };
-        for room in rooms.iter().filter(|r| **r != socket.id) {
-            self.remove_member(room, &socket.id);
+        for room in rooms.iter() {
+            if *room != socket.id {
+                self.remove_member(room, &socket.id);
+            } else {
+                self.room_event(|| RoomEvent::Deleted(room.clone()), true);
+            }
         }
         drop(guard);
         self.sockets.remove(&socket.id);

@@ -6,6 +6,7 @@
 
 pub mod adapter;
 pub mod engineio;
+pub mod sharded;
 pub mod socketio;
 
 use base64::Engine as _;

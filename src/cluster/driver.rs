@@ -1,0 +1,159 @@
+//! The Redis side of the cluster adapter, and nothing else: publishing, counting a channel's
+//! subscribers, and one subscriber connection, in classic pub/sub (PUBLISH, SUBSCRIBE,
+//! PSUBSCRIBE, NUMSUB) or sharded pub/sub (SPUBLISH, SSUBSCRIBE, SHARDNUMSUB, Redis 7+).
+//!
+//! Knows channels and bytes, not what they mean: the adapter logic above it is the same for
+//! both flavours. The subscriber speaks RESP3, where one connection can hold classic, pattern
+//! and shard subscriptions at once and still answer PING; messages arrive as pushes.
+
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::{PushInfo, PushKind, Value};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Which pub/sub commands channels are used with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSub {
+    Classic,
+    Sharded,
+}
+
+/// Publishes and counts on a shared, self-reconnecting connection.
+#[derive(Clone)]
+pub struct Publisher {
+    conn: ConnectionManager,
+    flavour: PubSub,
+}
+
+impl Publisher {
+    pub fn new(conn: ConnectionManager, flavour: PubSub) -> Self {
+        Publisher { conn, flavour }
+    }
+
+    /// Publishes `bytes` on `channel`; returns how many subscribers got it (on its shard, for
+    /// sharded pub/sub).
+    pub async fn publish(&self, channel: &str, bytes: &[u8]) -> redis::RedisResult<i64> {
+        let command = match self.flavour {
+            PubSub::Classic => "PUBLISH",
+            PubSub::Sharded => "SPUBLISH",
+        };
+        let mut conn = self.conn.clone();
+        redis::cmd(command).arg(channel).arg(bytes).query_async(&mut conn).await
+    }
+
+    /// Subscribers of `channel` (`PUBSUB NUMSUB` or `PUBSUB SHARDNUMSUB`).
+    pub async fn subscribers(&self, channel: &str) -> redis::RedisResult<i64> {
+        let which = match self.flavour {
+            PubSub::Classic => "NUMSUB",
+            PubSub::Sharded => "SHARDNUMSUB",
+        };
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = redis::cmd("PUBSUB")
+            .arg(which)
+            .arg(channel)
+            .query_async(&mut conn)
+            .await?;
+        Ok(match reply.get(1) {
+            Some(Value::Int(n)) => *n,
+            _ => 0,
+        })
+    }
+
+    /// The shared connection, for the commands that are neither (CONFIG).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// What the subscriber connection delivered.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A message on `channel` (for a pattern subscription, the channel it matched).
+    Message { channel: String, payload: Vec<u8> },
+    /// The connection is gone; a new [`Subscriber`] must be connected.
+    Closed,
+}
+
+/// One subscriber connection. Not reconnecting by itself: the adapter reconnects and
+/// resubscribes what it needs, in the order it needs.
+pub struct Subscriber {
+    conn: MultiplexedConnection,
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
+    flavour: PubSub,
+}
+
+impl Subscriber {
+    pub async fn connect(client: &redis::Client, flavour: PubSub, timeout: Duration) -> redis::RedisResult<Subscriber> {
+        let info = client.get_connection_info().clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(settings);
+        let client = redis::Client::open(info)?;
+        let (pushed, pushes) = mpsc::unbounded_channel();
+        let config = redis::AsyncConnectionConfig::new()
+            .set_push_sender(pushed)
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+        Ok(Subscriber { conn, pushes, flavour })
+    }
+
+    /// Subscribes to `channel` with the flavour's command. Sharded channels are subscribed one
+    /// per command: several in one SSUBSCRIBE must hash to one slot.
+    pub async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self.flavour {
+            PubSub::Classic => self.conn.subscribe(channel).await,
+            PubSub::Sharded => redis::cmd("SSUBSCRIBE").arg(channel).exec_async(&mut self.conn).await,
+        }
+    }
+
+    pub async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self.flavour {
+            PubSub::Classic => self.conn.unsubscribe(channel).await,
+            PubSub::Sharded => redis::cmd("SUNSUBSCRIBE").arg(channel).exec_async(&mut self.conn).await,
+        }
+    }
+
+    /// A classic pattern subscription (keyspace notifications, the classic broadcast channels).
+    pub async fn psubscribe(&mut self, pattern: &str) -> redis::RedisResult<()> {
+        self.conn.psubscribe(pattern).await
+    }
+
+    /// Proves the link is alive.
+    pub async fn ping(&mut self) -> redis::RedisResult<()> {
+        redis::cmd("PING").exec_async(&mut self.conn).await
+    }
+
+    /// The next message, or [`Incoming::Closed`] once the connection is gone.
+    pub async fn next(&mut self) -> Incoming {
+        loop {
+            let Some(push) = self.pushes.recv().await else {
+                return Incoming::Closed;
+            };
+            let mut data = push.data.into_iter();
+            let (channel, payload) = match push.kind {
+                PushKind::Message | PushKind::SMessage => (data.next(), data.next()),
+                // [pattern, channel, payload]
+                PushKind::PMessage => (data.nth(1), data.next()),
+                PushKind::Disconnection => return Incoming::Closed,
+                // Subscription confirmations and the rest.
+                _ => continue,
+            };
+            if let (Some(channel), Some(payload)) = (bytes_of(channel), bytes_of(payload)) {
+                // Channel names are the adapter's own, or keys: text in practice.
+                let channel = String::from_utf8_lossy(&channel).into_owned();
+                return Incoming::Message { channel, payload };
+            }
+        }
+    }
+}
+
+fn bytes_of(value: Option<Value>) -> Option<Vec<u8>> {
+    match value? {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
