@@ -55,7 +55,8 @@ impl Command {
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Redis holding the Express sessions (connect-redis) and carrying the cluster adapter's
-    /// channels, e.g. redis://:password@host:6379/0.
+    /// channels, e.g. redis://:password@host:6379/0; with --redis-cluster, seed nodes of the
+    /// Redis Cluster, comma-separated.
     #[arg(
         long,
         env = "WSGATE_REDIS_URL",
@@ -63,6 +64,10 @@ pub struct RedisArgs {
         hide_env_values = true
     )]
     pub redis_url: String,
+    /// --redis-url names nodes of a Redis Cluster: sessions, the adapter and the emitter go
+    /// through the cluster (redirects, topology changes, failovers).
+    #[arg(long, env = "WSGATE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
     /// Key prefix of the cluster adapter's Redis channels (the Node adapter's and emitter's `key`,
     /// the sharded adapter's `channelPrefix`).
     #[arg(long, env = "WSGATE_ADAPTER_KEY", default_value = "socket.io")]
@@ -94,6 +99,11 @@ pub enum SubscriptionModeArg {
 }
 
 impl RedisArgs {
+    /// Where Redis is, checked.
+    pub fn target(&self) -> Result<crate::redis_connection::RedisTarget, String> {
+        crate::redis_connection::RedisTarget::parse(&self.redis_url, self.redis_cluster)
+    }
+
     /// The adapter protocol the flags name.
     pub fn adapter_protocol(&self) -> crate::cluster::AdapterProtocol {
         use crate::protocol::sharded::SubscriptionMode;
@@ -555,24 +565,16 @@ impl ServeArgs {
         Ok(())
     }
 
-    fn redis_client(&self) -> Result<redis::Client, ConfigError> {
-        redis::Client::open(self.redis.redis_url.as_str()).map_err(|e| ConfigError::BadRedisUrl(e.to_string()))
+    fn redis_target(&self) -> Result<crate::redis_connection::RedisTarget, ConfigError> {
+        self.redis.target().map_err(ConfigError::BadRedisUrl)
     }
 
-    /// A Redis connection that connects on first use and reconnects by itself.
-    pub fn redis(&self) -> Result<redis::aio::ConnectionManager, ConfigError> {
-        let client = self.redis_client()?;
-        redis::aio::ConnectionManager::new_lazy_with_config(client, self.redis_manager_config())
+    /// A Redis (or Redis Cluster) connection that connects on first use and reconnects by
+    /// itself.
+    pub fn redis(&self) -> Result<crate::redis_connection::RedisConnection, ConfigError> {
+        self.redis_target()?
+            .connect(Duration::from_millis(self.session_lookup_timeout))
             .map_err(|e| ConfigError::BadRedisUrl(e.to_string()))
-    }
-
-    fn redis_manager_config(&self) -> redis::aio::ConnectionManagerConfig {
-        let timeout = Duration::from_millis(self.session_lookup_timeout);
-        redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2))
     }
 
     /// The key prefix of session records: the flag, else the store's own default.
@@ -584,7 +586,7 @@ impl ServeArgs {
     }
 
     /// The session store `--session-store` names; `redis` is the connection to --redis-url.
-    pub fn session_store(&self, redis: redis::aio::ConnectionManager) -> Result<SessionStore, ConfigError> {
+    pub fn session_store(&self, redis: crate::redis_connection::RedisConnection) -> Result<SessionStore, ConfigError> {
         let timeout = Duration::from_millis(self.session_lookup_timeout);
         let user = self.user_path.clone();
         if self.pg_notify && self.session_store != SessionStoreKind::Postgres {
@@ -595,12 +597,10 @@ impl ServeArgs {
             SessionStoreKind::Redis => {
                 let redis = match &self.session_store_url {
                     None => redis,
-                    Some(url) => {
-                        let client =
-                            redis::Client::open(url.as_str()).map_err(|e| ConfigError::BadStore(e.to_string()))?;
-                        redis::aio::ConnectionManager::new_lazy_with_config(client, self.redis_manager_config())
-                            .map_err(|e| ConfigError::BadStore(e.to_string()))?
-                    }
+                    Some(url) => crate::redis_connection::RedisTarget::parse(url, self.redis.redis_cluster)
+                        .map_err(ConfigError::BadStore)?
+                        .connect(timeout)
+                        .map_err(|e| ConfigError::BadStore(e.to_string()))?,
                 };
                 Ok(SessionStore::new(redis, self.session_prefix(), user, timeout))
             }
@@ -639,7 +639,7 @@ impl ServeArgs {
         let secrets = self.secrets()?;
         let redis = self.redis()?;
         let cluster = crate::ClusterOptions {
-            redis: self.redis_client()?,
+            redis: self.redis_target()?,
             publisher: redis.clone(),
             prefix: self.redis.adapter_key.clone(),
             max_ack_timeout: Duration::from_millis(self.max_ack_timeout),

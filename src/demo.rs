@@ -218,7 +218,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                     node: node.clone(),
                     queue: 1_000,
                 },
-                redis.clone(),
+                redis.clone().into(),
                 metrics.clone(),
             ),
         }),
@@ -241,8 +241,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         ..HttpOptions::default()
     };
     let cluster = crate::ClusterOptions {
-        redis: client,
-        publisher: redis,
+        redis: crate::redis_connection::RedisTarget {
+            urls: vec![url.clone()],
+            cluster: false,
+        },
+        publisher: redis.into(),
         prefix: "socket.io".into(),
         max_ack_timeout: Duration::from_secs(60),
         keyspace: Some(crate::KeyspaceOptions {

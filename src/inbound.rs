@@ -78,7 +78,7 @@ impl Forwarder {
     /// Starts the writer task on `redis`.
     pub fn start(
         options: InboundOptions,
-        redis: redis::aio::ConnectionManager,
+        redis: crate::redis_connection::RedisConnection,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Forwarder> {
         let (queue, entries) = mpsc::channel(options.queue.max(1));
@@ -162,7 +162,7 @@ const BATCH: usize = 256;
 /// with its id or the error.
 async fn write(
     options: InboundOptions,
-    mut redis: redis::aio::ConnectionManager,
+    mut redis: crate::redis_connection::RedisConnection,
     mut entries: mpsc::Receiver<Entry>,
     metrics: Arc<crate::metrics::Metrics>,
 ) {

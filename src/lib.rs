@@ -24,6 +24,7 @@ pub mod inbound;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
+pub mod redis_connection;
 pub mod transport;
 
 use gateway::{Gateway, GatewayConfig};
@@ -33,9 +34,10 @@ use std::sync::Arc;
 
 /// Where the cluster adapter talks to Redis.
 pub struct ClusterOptions {
-    pub redis: redis::Client,
+    /// Where the subscriber connects: one Redis, or a Redis Cluster's seed nodes.
+    pub redis: redis_connection::RedisTarget,
     /// Shared publishing connection.
-    pub publisher: redis::aio::ConnectionManager,
+    pub publisher: redis_connection::RedisConnection,
     /// Key prefix of the adapter channels (`key` of the Node adapter, default `socket.io`).
     pub prefix: String,
     /// Longest a peer's broadcast-with-ack may keep this node waiting for client acks.

@@ -130,13 +130,20 @@ async fn publish(command: Command) -> ExitCode {
 }
 
 async fn connect(target: &PublishArgs) -> Result<Emitter, String> {
-    let client = redis::Client::open(target.redis.redis_url.as_str()).map_err(|e| e.to_string())?;
-    let manager = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
-        .await
-        .map_err(|_| "no answer within 5 s".to_string())?
-        .map_err(|e| e.to_string())?;
+    let redis = target.redis.target()?;
+    let connection = if redis.cluster {
+        // The cluster client connects on first use: the publish itself says whether it could.
+        redis.connect(Duration::from_secs(5)).map_err(|e| e.to_string())?
+    } else {
+        let client = redis.client().map_err(|e| e.to_string())?;
+        tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+            .await
+            .map_err(|_| "no answer within 5 s".to_string())?
+            .map_err(|e| e.to_string())?
+            .into()
+    };
     Ok(Emitter::with_protocol(
-        manager,
+        connection,
         &target.redis.adapter_key,
         target.redis.adapter_protocol(),
     ))

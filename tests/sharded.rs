@@ -124,6 +124,8 @@ async fn room_channels_follow_membership() {
     // The last member left: unsubscribed, with its session room.
     wait_for_subscribers(&redis, room, 0).await;
     wait_for_subscribers(&redis, "socket.io#/#session:s2#", 0).await;
+    // Our own unsubscriptions are not mistaken for Redis ending them.
+    assert_eq!(a.gateway().metrics.get("wsgate_redis_pubsub_total", "lost"), 0);
 }
 
 #[tokio::test]

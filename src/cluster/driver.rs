@@ -6,7 +6,9 @@
 //! both flavours. The subscriber speaks RESP3, where one connection can hold classic, pattern
 //! and shard subscriptions at once and still answer PING; messages arrive as pushes.
 
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use crate::redis_connection::{RedisConnection, RedisTarget};
+use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -21,12 +23,12 @@ pub enum PubSub {
 /// Publishes and counts on a shared, self-reconnecting connection.
 #[derive(Clone)]
 pub struct Publisher {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     flavour: PubSub,
 }
 
 impl Publisher {
-    pub fn new(conn: ConnectionManager, flavour: PubSub) -> Self {
+    pub fn new(conn: RedisConnection, flavour: PubSub) -> Self {
         Publisher { conn, flavour }
     }
 
@@ -41,7 +43,8 @@ impl Publisher {
         redis::cmd(command).arg(channel).arg(bytes).query_async(&mut conn).await
     }
 
-    /// Subscribers of `channel` (`PUBSUB NUMSUB` or `PUBSUB SHARDNUMSUB`).
+    /// Subscribers of `channel` (`PUBSUB NUMSUB` or `PUBSUB SHARDNUMSUB`; on a Redis Cluster
+    /// summed over its nodes, as Node's sharded adapter counts servers).
     pub async fn subscribers(&self, channel: &str) -> redis::RedisResult<i64> {
         let which = match self.flavour {
             PubSub::Classic => "NUMSUB",
@@ -60,7 +63,7 @@ impl Publisher {
     }
 
     /// The shared connection, for the commands that are neither (CONFIG).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 }
@@ -70,6 +73,9 @@ impl Publisher {
 pub enum Incoming {
     /// A message on `channel` (for a pattern subscription, the channel it matched).
     Message { channel: String, payload: Vec<u8> },
+    /// Redis ended a shard subscription by itself (its slot moved to another node), or confirmed
+    /// one of ours: the adapter decides which, by whether it still wants the channel.
+    ShardUnsubscribed { channel: String },
     /// The connection is gone; a new [`Subscriber`] must be connected.
     Closed,
 }
@@ -77,53 +83,81 @@ pub enum Incoming {
 /// One subscriber connection. Not reconnecting by itself: the adapter reconnects and
 /// resubscribes what it needs, in the order it needs.
 pub struct Subscriber {
-    conn: MultiplexedConnection,
+    conn: SubscriberConnection,
     pushes: mpsc::UnboundedReceiver<PushInfo>,
     flavour: PubSub,
 }
 
+enum SubscriberConnection {
+    Single(MultiplexedConnection),
+    /// Shard channels are subscribed on the node owning their slot. The client resubscribes
+    /// by itself after a node's connection drops, but in one SSUBSCRIBE per node, which Redis
+    /// refuses when the channels span slots (CROSSSLOT), silently: so a dropped node is treated
+    /// as a lost subscriber, and the adapter builds a new one, one channel per command.
+    Cluster(ClusterConnection),
+}
+
 impl Subscriber {
-    pub async fn connect(client: &redis::Client, flavour: PubSub, timeout: Duration) -> redis::RedisResult<Subscriber> {
-        let info = client.get_connection_info().clone();
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info)?;
+    pub async fn connect(target: &RedisTarget, flavour: PubSub, timeout: Duration) -> redis::RedisResult<Subscriber> {
         let (pushed, pushes) = mpsc::unbounded_channel();
-        let config = redis::AsyncConnectionConfig::new()
-            .set_push_sender(pushed)
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+        let conn = if target.cluster {
+            let client = target.cluster_client(timeout, Some(pushed))?;
+            SubscriberConnection::Cluster(client.get_async_connection().await?)
+        } else {
+            let client = target.client()?;
+            let info = client.get_connection_info().clone();
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3);
+            let client = redis::Client::open(info.set_redis_settings(settings))?;
+            let config = redis::AsyncConnectionConfig::new()
+                .set_push_sender(pushed)
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            SubscriberConnection::Single(client.get_multiplexed_async_connection_with_config(&config).await?)
+        };
         Ok(Subscriber { conn, pushes, flavour })
     }
 
     /// Subscribes to `channel` with the flavour's command. Sharded channels are subscribed one
     /// per command: several in one SSUBSCRIBE must hash to one slot.
     pub async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
-        match self.flavour {
-            PubSub::Classic => self.conn.subscribe(channel).await,
-            PubSub::Sharded => redis::cmd("SSUBSCRIBE").arg(channel).exec_async(&mut self.conn).await,
+        match (&mut self.conn, self.flavour) {
+            (SubscriberConnection::Single(conn), PubSub::Classic) => conn.subscribe(channel).await,
+            (SubscriberConnection::Single(conn), PubSub::Sharded) => {
+                redis::cmd("SSUBSCRIBE").arg(channel).exec_async(conn).await
+            }
+            (SubscriberConnection::Cluster(conn), PubSub::Classic) => conn.subscribe(channel).await,
+            (SubscriberConnection::Cluster(conn), PubSub::Sharded) => conn.ssubscribe(channel).await,
         }
     }
 
     pub async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
-        match self.flavour {
-            PubSub::Classic => self.conn.unsubscribe(channel).await,
-            PubSub::Sharded => redis::cmd("SUNSUBSCRIBE").arg(channel).exec_async(&mut self.conn).await,
+        match (&mut self.conn, self.flavour) {
+            (SubscriberConnection::Single(conn), PubSub::Classic) => conn.unsubscribe(channel).await,
+            (SubscriberConnection::Single(conn), PubSub::Sharded) => {
+                redis::cmd("SUNSUBSCRIBE").arg(channel).exec_async(conn).await
+            }
+            (SubscriberConnection::Cluster(conn), PubSub::Classic) => conn.unsubscribe(channel).await,
+            (SubscriberConnection::Cluster(conn), PubSub::Sharded) => conn.sunsubscribe(channel).await,
         }
     }
 
     /// A classic pattern subscription (keyspace notifications, the classic broadcast channels).
     pub async fn psubscribe(&mut self, pattern: &str) -> redis::RedisResult<()> {
-        self.conn.psubscribe(pattern).await
+        match &mut self.conn {
+            SubscriberConnection::Single(conn) => conn.psubscribe(pattern).await,
+            SubscriberConnection::Cluster(conn) => conn.psubscribe(pattern).await,
+        }
     }
 
-    /// Proves the link is alive.
+    /// Proves the link is alive (on a cluster, every master answers).
     pub async fn ping(&mut self) -> redis::RedisResult<()> {
-        redis::cmd("PING").exec_async(&mut self.conn).await
+        match &mut self.conn {
+            SubscriberConnection::Single(conn) => redis::cmd("PING").exec_async(conn).await,
+            SubscriberConnection::Cluster(conn) => redis::cmd("PING").exec_async(conn).await,
+        }
     }
 
     /// The next message, or [`Incoming::Closed`] once the connection is gone.
@@ -138,6 +172,13 @@ impl Subscriber {
                 // [pattern, channel, payload]
                 PushKind::PMessage => (data.nth(1), data.next()),
                 PushKind::Disconnection => return Incoming::Closed,
+                PushKind::SUnsubscribe => {
+                    if let Some(channel) = bytes_of(data.next()) {
+                        let channel = String::from_utf8_lossy(&channel).into_owned();
+                        return Incoming::ShardUnsubscribed { channel };
+                    }
+                    continue;
+                }
                 // Subscription confirmations and the rest.
                 _ => continue,
             };

@@ -27,19 +27,23 @@ pub struct Emitter {
 
 impl Emitter {
     /// An emitter for the classic adapter, as `@socket.io/redis-emitter`.
-    pub fn new(redis: redis::aio::ConnectionManager, prefix: &str) -> Self {
+    pub fn new(redis: impl Into<crate::redis_connection::RedisConnection>, prefix: &str) -> Self {
         Self::with_protocol(redis, prefix, AdapterProtocol::Classic)
     }
 
     /// An emitter for nodes of either adapter protocol (every node's `--adapter` and
     /// `--subscription-mode`).
-    pub fn with_protocol(redis: redis::aio::ConnectionManager, prefix: &str, protocol: AdapterProtocol) -> Self {
+    pub fn with_protocol(
+        redis: impl Into<crate::redis_connection::RedisConnection>,
+        prefix: &str,
+        protocol: AdapterProtocol,
+    ) -> Self {
         let flavour = match protocol {
             AdapterProtocol::Classic => PubSub::Classic,
             AdapterProtocol::Sharded(_) => PubSub::Sharded,
         };
         Emitter {
-            publisher: Publisher::new(redis, flavour),
+            publisher: Publisher::new(redis.into(), flavour),
             prefix: prefix.into(),
             protocol,
         }

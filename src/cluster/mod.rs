@@ -67,7 +67,7 @@ struct NamespaceAdapter {
 /// The cluster adapter of one gateway node.
 pub struct Cluster {
     gateway: Arc<Gateway>,
-    redis: redis::Client,
+    redis: crate::redis_connection::RedisTarget,
     publisher: Publisher,
     protocol: AdapterProtocol,
     adapters: Vec<NamespaceAdapter>,
@@ -133,8 +133,14 @@ impl Cluster {
             keyspace,
             protocol,
         } = options;
-        let db = redis.get_connection_info().redis_settings().db();
-        let keyspace = keyspace.map(|k| (format!("__keyspace@{db}__:{}", k.session_prefix), k.configure));
+        // Keyspace notifications stay on the node holding the key: on a Redis Cluster one
+        // subscriber cannot hear them all, so revocation there is the periodic revalidation.
+        let db = redis
+            .client()
+            .map_or(0, |c| c.get_connection_info().redis_settings().db());
+        let keyspace = keyspace
+            .filter(|_| !redis.cluster)
+            .map(|k| (format!("__keyspace@{db}__:{}", k.session_prefix), k.configure));
         let adapters: Vec<NamespaceAdapter> = gateway
             .namespaces()
             .map(|nsp| NamespaceAdapter {
@@ -288,7 +294,7 @@ impl Cluster {
                     tracing::warn!(reason = %why, "Redis pub/sub connection lost: cross-node broadcasts are not received until it is back; local delivery goes on; reconnecting");
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, retry_in = ?backoff, "cannot subscribe to Redis for the cluster adapter (check --redis-url and that Redis is up)");
+                    tracing::warn!(error = %err, retry_in = ?backoff, "cannot subscribe to Redis for the cluster adapter; retrying (Redis down, or a Redis Cluster failover or resharding under way: check --redis-url and the cluster's state if it lasts)");
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -353,6 +359,12 @@ impl Cluster {
             tokio::select! {
                 incoming = subscriber.next() => match incoming {
                     Incoming::Message { channel, payload } => self.on_message(&channel, &payload),
+                    // A slot migration moves shard channels away from their node: resubscribing
+                    // everything on a fresh subscriber finds their new home.
+                    Incoming::ShardUnsubscribed { channel } if self.wants(&channel) => {
+                        return format!("Redis ended the subscription of {channel} (its slot moved)");
+                    }
+                    Incoming::ShardUnsubscribed { .. } => {}
                     Incoming::Closed => return "connection closed".into(),
                 },
                 Some((index, event)) = room_events.recv() => {
@@ -484,6 +496,23 @@ impl Cluster {
             }
         }
         // Classic responses: this node sends no requests of its own, so none are awaited.
+    }
+
+    /// Whether this node is meant to be subscribed to shard channel `channel` now.
+    fn wants(&self, channel: &str) -> bool {
+        let AdapterProtocol::Sharded(mode) = self.protocol else {
+            return false;
+        };
+        self.adapters.iter().any(|adapter| {
+            if channel == adapter.sharded.base {
+                return true;
+            }
+            match adapter.sharded.suffix_of(channel) {
+                Some(suffix) if suffix == adapter.uid => true,
+                Some(room) => mode != SubscriptionMode::Static && adapter.nsp.has_members(room),
+                None => false,
+            }
+        })
     }
 
     /// A message of the sharded adapter, from the base channel or from `room`'s channel.

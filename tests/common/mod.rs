@@ -498,3 +498,216 @@ impl Redis {
         );
     }
 }
+
+/// A Redis Cluster of real `redis-server` processes on free ports (`masters` masters, each with
+/// `replicas` replicas), created with `redis-cli --cluster create`; killed and its directory
+/// removed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+    dir: std::path::PathBuf,
+}
+
+/// A port whose cluster bus port (port + 10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = 20_000 + rand::random::<u16>() % 30_000;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
+impl RedisCluster {
+    pub async fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "wsgate-cluster-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let count = masters * (1 + replicas);
+        let ports: Vec<u16> = (0..count).map(|_| free_cluster_port()).collect();
+        let children = ports
+            .iter()
+            .map(|port| {
+                Some(
+                    Command::new("redis-server")
+                        .args([
+                            "--port",
+                            &port.to_string(),
+                            "--bind",
+                            "127.0.0.1",
+                            "--save",
+                            "",
+                            "--appendonly",
+                            "no",
+                        ])
+                        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                        .arg("--dir")
+                        .arg(&dir)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("redis-server must be installed (see .ci/run)"),
+                )
+            })
+            .collect();
+        let cluster = RedisCluster { ports, children, dir };
+        for port in &cluster.ports {
+            cluster.node_ready(*port).await;
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in &cluster.ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let out = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (see .ci/run)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        cluster.wait_ok().await;
+        // A replica that never synced with its master refuses to take over from it.
+        for port in &cluster.ports {
+            for attempt in 0.. {
+                let info: String = Self::node_command(*port, &["INFO", "replication"])
+                    .await
+                    .unwrap_or_default();
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(attempt < 400, "replica {port} did not sync: {info}");
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        cluster
+    }
+
+    /// Waits until a node other than `old` serves `key`'s slot (a replica took over).
+    pub async fn wait_for_new_master(&self, key: &str, old: u16) -> u16 {
+        for _ in 0..400 {
+            let master = self.master_of(key).await;
+            if master != old {
+                return master;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no replica took over from {old}");
+    }
+
+    async fn node_ready(&self, port: u16) {
+        for _ in 0..200 {
+            if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) {
+                if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                    if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("redis-server did not start on {port}");
+    }
+
+    /// Seed URLs, comma-separated, as `--redis-url` takes them with `--redis-cluster`.
+    pub fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A command connection to the whole cluster.
+    pub async fn connection(&self) -> redis::cluster_async::ClusterConnection {
+        let seeds: Vec<String> = self.urls().split(',').map(str::to_owned).collect();
+        redis::cluster::ClusterClient::new(seeds)
+            .unwrap()
+            .get_async_connection()
+            .await
+            .unwrap()
+    }
+
+    async fn node_command<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<T> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async(&mut conn).await
+    }
+
+    /// Waits until every live node reports `cluster_state:ok`.
+    pub async fn wait_ok(&self) {
+        for _ in 0..600 {
+            let mut ok = true;
+            for (port, child) in self.ports.iter().zip(&self.children) {
+                if child.is_none() {
+                    continue;
+                }
+                let info: String = Self::node_command(*port, &["CLUSTER", "INFO"])
+                    .await
+                    .unwrap_or_default();
+                ok &= info.contains("cluster_state:ok");
+            }
+            if ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the Redis Cluster did not reach cluster_state:ok");
+    }
+
+    /// The port of the master serving `key`'s slot (asked of a live node).
+    pub async fn master_of(&self, key: &str) -> u16 {
+        let live = self
+            .ports
+            .iter()
+            .zip(&self.children)
+            .find(|(_, c)| c.is_some())
+            .unwrap()
+            .0;
+        let slot: i64 = Self::node_command(*live, &["CLUSTER", "KEYSLOT", key]).await.unwrap();
+        let slots: Vec<Vec<redis::Value>> = Self::node_command(*live, &["CLUSTER", "SLOTS"]).await.unwrap();
+        for range in slots {
+            let (Some(redis::Value::Int(from)), Some(redis::Value::Int(to)), Some(redis::Value::Array(master))) =
+                (range.first(), range.get(1), range.get(2))
+            else {
+                continue;
+            };
+            if (*from..=*to).contains(&slot) {
+                if let Some(redis::Value::Int(port)) = master.get(1) {
+                    return *port as u16;
+                }
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    /// Kills the node on `port` (SIGKILL: a crash, not a shutdown).
+    pub fn kill(&mut self, port: u16) {
+        let index = self.ports.iter().position(|p| *p == port).unwrap();
+        if let Some(mut child) = self.children[index].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

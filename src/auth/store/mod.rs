@@ -64,16 +64,13 @@ impl SessionStore {
     /// connection shared by every handshake that reconnects by itself. `user_pointer` is a JSON
     /// pointer such as `/passport/user`.
     pub fn new(
-        redis: ::redis::aio::ConnectionManager,
+        redis: impl Into<crate::redis_connection::RedisConnection>,
         prefix: String,
         user_pointer: String,
         timeout: Duration,
     ) -> Self {
-        Self::with_backend(
-            Backend::Redis(redis::RedisStore::new(redis, prefix)),
-            user_pointer,
-            timeout,
-        )
+        let store = redis::RedisStore::new(redis.into(), prefix);
+        Self::with_backend(Backend::Redis(store), user_pointer, timeout)
     }
 
     /// Sessions written by connect-memcached: `get <prefix><sid>` on one memcached server.

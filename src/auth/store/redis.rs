@@ -1,16 +1,19 @@
 //! connect-redis: the record is the string at `<prefix><sid>` (default prefix `sess:`), its TTL
 //! set by connect-redis. A touch is an `EXPIRE`, which never creates a key.
 
-use redis::aio::ConnectionManager;
+//! On a Redis Cluster the same commands go through the cluster client; the batch `MGET` is split
+//! by slot there (one `MGET` per shard), never sent across slots.
+
+use crate::redis_connection::RedisConnection;
 
 #[derive(Clone)]
 pub(super) struct RedisStore {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     prefix: String,
 }
 
 impl RedisStore {
-    pub(super) fn new(redis: ConnectionManager, prefix: String) -> Self {
+    pub(super) fn new(redis: RedisConnection, prefix: String) -> Self {
         RedisStore { redis, prefix }
     }
 
