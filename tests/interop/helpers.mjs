@@ -10,7 +10,7 @@ import path from "node:path";
 import express from "express";
 import session from "express-session";
 import { RedisStore } from "connect-redis";
-import { createClient } from "redis";
+import { createClient, createCluster } from "redis";
 import passport from "passport";
 import { Strategy as LocalStrategy } from "passport-local";
 import { io } from "socket.io-client";
@@ -68,6 +68,70 @@ export async function startRedis(t, port) {
   return { port, url: `redis://127.0.0.1:${port}`, client, child };
 }
 
+/** A free port whose cluster bus port (port + 10000) is free too. */
+async function freeClusterPort() {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 30000);
+    const free = (p) =>
+      new Promise((resolve) => {
+        const server = createServer();
+        server.once("error", () => resolve(false));
+        server.listen(p, "127.0.0.1", () => server.close(() => resolve(true)));
+      });
+    if ((await free(port)) && (await free(port + 10000))) return port;
+  }
+}
+
+/**
+ * A Redis Cluster of `masters` redis-server processes (no replicas), created with
+ * `redis-cli --cluster create`; `client` is a node-redis cluster client. Everything is killed
+ * and removed when the test ends.
+ */
+export async function startRedisCluster(t, masters = 3) {
+  const dir = mkdtempSync(path.join(tmpdir(), "wsgate-cluster-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const ports = [];
+  for (let i = 0; i < masters; i++) ports.push(await freeClusterPort());
+  for (const port of ports) {
+    spawnManaged(t, "redis-server", [
+      "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+      "--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+      "--cluster-config-file", `nodes-${port}.conf`, "--dir", dir,
+    ]);
+  }
+  for (const port of ports) {
+    await waitFor(`redis-server ${port}`, async () => {
+      const c = createClient({ url: `redis://127.0.0.1:${port}` });
+      c.on("error", () => {});
+      try {
+        await c.connect();
+        return (await c.ping()) === "PONG";
+      } finally {
+        c.destroy();
+      }
+    });
+  }
+  execFileSync("redis-cli", ["--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-yes"], { stdio: "ignore" });
+  for (const port of ports) {
+    await waitFor(`cluster state ok on ${port}`, async () => {
+      const c = createClient({ url: `redis://127.0.0.1:${port}` });
+      c.on("error", () => {});
+      try {
+        await c.connect();
+        return (await c.sendCommand(["CLUSTER", "INFO"])).includes("cluster_state:ok");
+      } finally {
+        c.destroy();
+      }
+    });
+  }
+  const rootNodes = ports.map((p) => ({ url: `redis://127.0.0.1:${p}` }));
+  const client = createCluster({ rootNodes });
+  client.on("error", () => {});
+  await client.connect();
+  t.after(() => client.destroy());
+  return { ports, rootNodes, urls: rootNodes.map((n) => n.url).join(","), client };
+}
+
 /** Starts the wsgate binary with `args` (and `env`) and waits until it answers /healthz. */
 export async function startWsgate(t, args, env = {}) {
   const port = await freePort();
@@ -112,9 +176,12 @@ const USER_IDS = { alice: 42, zero: 0, bob: 7 };
  * The Express app whose sessions wsgate must honour: express-session + passport, with
  * connect-redis on `redisUrl`, or with `store` (another express-session store) when given.
  */
-export async function startExpressApp(t, { redisUrl, secret, staticDir, store }) {
+export async function startExpressApp(t, { redisUrl, secret, staticDir, store, redisClient }) {
   let client;
-  if (!store) {
+  if (redisClient) {
+    // A client the caller owns (a node-redis cluster client, say).
+    store = new RedisStore({ client: redisClient });
+  } else if (!store) {
     client = createClient({ url: redisUrl });
     await client.connect();
     store = new RedisStore({ client });

@@ -1,17 +1,20 @@
-// A mixed cluster on the sharded adapter (SPUBLISH/SSUBSCRIBE, one Redis 7): two wsgate nodes
-// with --adapter sharded and one Node socket.io 4.8 server with @socket.io/redis-adapter's
-// createShardedAdapter on node-redis, in the dynamic and static subscription modes. Node must see
-// gateway sockets as its own, and the other way round.
+// A mixed cluster on the sharded adapter (SPUBLISH/SSUBSCRIBE): two wsgate nodes with
+// --adapter sharded and one Node socket.io 4.8 server with @socket.io/redis-adapter's
+// createShardedAdapter on node-redis, in the dynamic and static subscription modes, on one
+// Redis 7 and on a real Redis Cluster (three masters; the Express app's connect-redis sessions
+// live on it too, and the gateways run with --redis-cluster). Node must see gateway sockets as
+// its own, and the other way round.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { once } from "node:events";
 import { Server } from "socket.io";
 import { createShardedAdapter } from "@socket.io/redis-adapter";
-import { createClient } from "redis";
+import { createClient, createCluster } from "redis";
 import { io as ioClient } from "socket.io-client";
 import {
   startRedis,
+  startRedisCluster,
   startExpressApp,
   startClusterNode,
   login,
@@ -21,25 +24,52 @@ import {
   waitFor,
 } from "./helpers.mjs";
 
-for (const mode of ["dynamic", "static"]) {
-  describe(`sharded adapter (${mode}): 2 gateways + Node socket.io`, () => {
+const setups = [];
+for (const topology of ["one Redis", "Redis Cluster"]) {
+  for (const mode of ["dynamic", "static"]) setups.push({ topology, mode });
+}
+
+for (const { topology, mode } of setups) {
+  describe(`sharded adapter (${mode}, ${topology}): 2 gateways + Node socket.io`, () => {
     const cleanups = [];
     const ctx = { after: (fn) => cleanups.push(fn) };
     after(async () => {
       for (const fn of cleanups.reverse()) await fn();
     });
 
-    let redis, app, g1, g2, nodeIo, alice, bob, nodeClient, aliceCookie;
+    let app, g1, g2, nodeIo, alice, bob, nodeClient, aliceCookie, shardNumSub;
 
     before(async () => {
-      redis = await startRedis(ctx);
-      app = await startExpressApp(ctx, { redisUrl: redis.url, secret: "new-secret" });
-      const args = ["--redis-url", redis.url, "--session-secret", "new-secret", "--adapter", "sharded", "--subscription-mode", mode];
+      let pub, args;
+      if (topology === "one Redis") {
+        const redis = await startRedis(ctx);
+        app = await startExpressApp(ctx, { redisUrl: redis.url, secret: "new-secret" });
+        args = ["--redis-url", redis.url];
+        pub = createClient({ url: redis.url });
+        shardNumSub = async (channel) => Object.values(await redis.client.pubSubShardNumSub(channel))[0];
+      } else {
+        const cluster = await startRedisCluster(ctx);
+        // connect-redis on a node-redis cluster client: the sessions live on the cluster.
+        app = await startExpressApp(ctx, { redisClient: cluster.client, secret: "new-secret" });
+        args = ["--redis-cluster", "--redis-url", cluster.urls];
+        pub = createCluster({ rootNodes: cluster.rootNodes });
+        // A shard channel's subscribers are on the master owning its slot: ask every master.
+        shardNumSub = async (channel) => {
+          let total = 0;
+          for (const master of cluster.client.masters) {
+            const node = await cluster.client.nodeClient(master);
+            total += Object.values(await node.pubSubShardNumSub(channel))[0];
+          }
+          return total;
+        };
+      }
+      args.push("--session-secret", "new-secret", "--adapter", "sharded", "--subscription-mode", mode);
       g1 = await startClusterNode(ctx, args);
       g2 = await startClusterNode(ctx, args);
 
-      const pub = createClient({ url: redis.url });
       const sub = pub.duplicate();
+      pub.on("error", () => {});
+      sub.on("error", () => {});
       await Promise.all([pub.connect(), sub.connect()]);
       const httpServer = createServer();
       nodeIo = new Server(httpServer, { adapter: createShardedAdapter(pub, sub, { subscriptionMode: mode }) });
@@ -50,16 +80,19 @@ for (const mode of ["dynamic", "static"]) {
       httpServer.listen(0, "127.0.0.1");
       await once(httpServer, "listening");
       ctx.after(async () => {
-        await new Promise((resolve) => nodeIo.close(resolve));
-        // close() lets the adapter's SUNSUBSCRIBEs finish (destroy() would reject them).
-        await Promise.all([pub.close(), sub.close()]);
+        // The Node client is gone by now (registered later, so run earlier): wait until the
+        // server has let go of its rooms, whose SUNSUBSCRIBEs run one at a time then. Closing
+        // the adapter would send several at once, and node-redis's cluster client rejects all
+        // but one of concurrent last-unsubscribes from a node ("The client is closed").
+        await waitFor("the Node server's sockets gone", async () => nodeIo.of("/").sockets.size === 0);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        await Promise.all([sub.destroy(), pub.destroy()]);
+        nodeIo.engine.close();
+        await new Promise((resolve) => httpServer.close(resolve));
       });
 
       // Node counts servers by the base channel's subscribers: each node exactly once.
-      await waitFor("3 servers on the base channel", async () => {
-        const counts = await redis.client.pubSubShardNumSub("socket.io#/#");
-        return Object.values(counts)[0] === 3;
-      });
+      await waitFor("3 servers on the base channel", async () => (await shardNumSub("socket.io#/#")) === 3);
 
       aliceCookie = await login(app.url, "alice"); // user 42
       const bobCookie = await login(app.url, "bob"); // user 7
@@ -71,8 +104,8 @@ for (const mode of ["dynamic", "static"]) {
       ctx.after(() => [alice, bob, nodeClient].forEach((s) => s.disconnect()));
       if (mode === "dynamic") {
         await waitFor("room channels subscribed", async () => {
-          const counts = await redis.client.pubSubShardNumSub(["socket.io#/#user:42#", "socket.io#/#node-room#"]);
-          return Object.values(counts).every((n) => n === 1);
+          const counts = [await shardNumSub("socket.io#/#user:42#"), await shardNumSub("socket.io#/#node-room#")];
+          return counts.every((n) => n === 1);
         });
       }
     });
@@ -123,10 +156,7 @@ for (const mode of ["dynamic", "static"]) {
       // The gateway subscribes the new room's channel once alice joined it (as a Node node
       // would): a broadcast published before that reaches only the base channel's listeners.
       if (mode === "dynamic") {
-        await waitFor("team channel subscribed", async () => {
-          const counts = await redis.client.pubSubShardNumSub("socket.io#/#team#");
-          return Object.values(counts)[0] === 1;
-        });
+        await waitFor("team channel subscribed", async () => (await shardNumSub("socket.io#/#team#")) === 1);
       }
       const got = nextEvent(alice, "team-news");
       nodeIo.to("team").emit("team-news", "x");
