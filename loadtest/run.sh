@@ -19,11 +19,13 @@ if ((SMOKE)); then
   PROFILE=debug
   STORM=300; IDLE=300; IDLE_WORKERS=1; FAN=200; ROOMS=4; RATE=50; DUR=2; FAN_DUR=2; DRAIN=2
   LAT=200; LAT_ROOMS=2; LAT_RATE=20; CHURN_OBS=100; CHURN_RATE=20; BIG=0; POLL=100; ROLL=100; INB=100; INB_RATE=2
+  CL_FAN=400; CL_ROOMS=8; CL_RATE=20
   OUT=target/loadtest-smoke.md
 else
   PROFILE=release
   STORM=10000; IDLE=19000; IDLE_WORKERS=2; FAN=10000; ROOMS=10; RATE=200; DUR=10; FAN_DUR=5; DRAIN=15
   LAT=1000; LAT_ROOMS=10; LAT_RATE=100; CHURN_OBS=1000; CHURN_RATE=200; BIG=${BIG:-100000}; POLL=4000; ROLL=2000; INB=1000; INB_RATE=5
+  CL_FAN=8000; CL_ROOMS=40; CL_RATE=200
   OUT=docs/BENCHMARKS.md
 fi
 SECRET=loadtest-secret
@@ -54,8 +56,11 @@ wait_port "$REDIS_PORT"
 REDIS=redis://127.0.0.1:$REDIS_PORT
 RESULTS=$WORK/results.jsonl
 
-# Session-store flags both systems get (the same names on both sides); empty: connect-redis.
+# Session-store and adapter flags both systems get (the same names on both sides); empty:
+# connect-redis and the classic adapter on the Redis above.
 STORE_ARGS=()
+ADAPTER_ARGS=()
+SERVER_REDIS=$REDIS
 
 # start_nodes SYSTEM COUNT: starts COUNT fresh server processes; sets TARGETS and SERVER_PIDS.
 start_nodes() {
@@ -64,9 +69,9 @@ start_nodes() {
     local port; port=$(free_port)
     if [[ $1 == wsgate ]]; then
       # The handshake rate limit is off: these runs measure capacity, not the limit.
-      "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$REDIS" --session-secret "$SECRET" --max-handshakes-per-second 0 "${STORE_ARGS[@]}" >>"$WORK/wsgate.log" 2>&1 &
+      "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$SERVER_REDIS" --session-secret "$SECRET" --max-handshakes-per-second 0 "${STORE_ARGS[@]}" "${ADAPTER_ARGS[@]}" >>"$WORK/wsgate.log" 2>&1 &
     else
-      node loadtest/node-reference/server.mjs --port "$port" --redis-url "$REDIS" --secret "$SECRET" "${STORE_ARGS[@]}" >>"$WORK/node.log" 2>&1 &
+      node loadtest/node-reference/server.mjs --port "$port" --redis-url "$SERVER_REDIS" --secret "$SECRET" "${STORE_ARGS[@]}" "${ADAPTER_ARGS[@]}" >>"$WORK/node.log" 2>&1 &
     fi
     SERVER_PIDS+=($!); PIDS+=($!)
     wait_port "$port"
@@ -79,7 +84,7 @@ stop_nodes() { for p in "${SERVER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; w
 loadgen() {
   local system=$1; shift
   local pids=(); for p in "${SERVER_PIDS[@]}"; do pids+=(--server-pid "$p"); done
-  "$BIN/loadgen" run --system "$system" "${TARGETS[@]}" "${pids[@]}" --redis-url "$REDIS" --secret "$SECRET" --out "$RESULTS" "$@" >/dev/null
+  "$BIN/loadgen" run --system "$system" "${TARGETS[@]}" "${pids[@]}" --redis-url "$SERVER_REDIS" --secret "$SECRET" --out "$RESULTS" "$@" >/dev/null
 }
 
 for system in wsgate node; do
@@ -119,6 +124,37 @@ for store in memcached postgres; do
 done
 STORE_ARGS=()
 eval "$DROP_DB"; DROP_DB=
+
+# Fan-out on a Redis Cluster of 3 masters with 4 server nodes: wsgate with the sharded adapter,
+# wsgate with the classic one, and Node with createShardedAdapter. Socket n is in room n % ROOMS
+# and on node n % 4, so every room lives on one node: the case sharding is for.
+CLUSTER_PORTS=(); CLUSTER_PIDS=()
+for _ in 1 2 3; do
+  while :; do port=$((20000 + RANDOM % 30000)); python3 -c "import socket,sys
+for p in ($port, $port + 10000):
+    s = socket.socket(); s.bind(('127.0.0.1', p)); s.close()" 2>/dev/null && break; done
+  mkdir -p "$WORK/cluster"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --cluster-enabled yes \
+    --cluster-config-file "nodes-$port.conf" --dir "$WORK/cluster" --logfile "$WORK/cluster/$port.log" &
+  CLUSTER_PIDS+=($!); PIDS+=($!); CLUSTER_PORTS+=("$port")
+done
+for port in "${CLUSTER_PORTS[@]}"; do wait_port "$port"; done
+redis-cli --cluster create "${CLUSTER_PORTS[@]/#/127.0.0.1:}" --cluster-yes >/dev/null
+for port in "${CLUSTER_PORTS[@]}"; do
+  for _ in $(seq 200); do redis-cli -p "$port" cluster info | grep -q cluster_state:ok && break; sleep 0.05; done
+done
+SERVER_REDIS=$(printf 'redis://127.0.0.1:%s,' "${CLUSTER_PORTS[@]}"); SERVER_REDIS=${SERVER_REDIS%,}
+redis_pids=(); for p in "${CLUSTER_PIDS[@]}"; do redis_pids+=(--redis-pid "$p"); done
+CL_VARIANT="Redis Cluster of 3 masters, 4 nodes: $CL_FAN sockets in $CL_ROOMS rooms, each room on one node, $CL_RATE msg/s"
+for run in wsgate:sharded wsgate-classic:classic node:sharded; do
+  system=${run%%:*}; adapter=${run#*:}
+  ADAPTER_ARGS=(--redis-cluster --adapter "$adapter")
+  start_nodes "${system%-classic}" 4
+  loadgen "$system" --variant "$CL_VARIANT" --scenario fanout --connections $CL_FAN --rooms $CL_ROOMS --rate $CL_RATE \
+    --duration $FAN_DUR --drain $DRAIN --redis-cluster --adapter "$adapter" "${redis_pids[@]}"
+  stop_nodes
+done
+ADAPTER_ARGS=(); SERVER_REDIS=$REDIS
 
 if ((BIG > 0)); then
   # Scale beyond one process: a cluster of gateway nodes holding BIG sockets, one broadcast

@@ -8,10 +8,10 @@
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 import { Server } from "socket.io";
-import { createAdapter } from "@socket.io/redis-adapter";
+import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
 import session from "express-session";
 import { RedisStore } from "connect-redis";
-import { createClient } from "redis";
+import { createClient, createCluster } from "redis";
 
 const { values } = parseArgs({
   options: {
@@ -24,18 +24,27 @@ const { values } = parseArgs({
     "session-store": { type: "string", default: "redis" },
     "session-store-url": { type: "string" },
     "session-prefix": { type: "string", default: "sess:" },
+    // createAdapter (classic) or createShardedAdapter (sharded), on one Redis or, with
+    // --redis-cluster, on a node-redis cluster client (--redis-url: seed nodes, comma-separated).
+    adapter: { type: "string", default: "classic" },
+    "redis-cluster": { type: "boolean", default: false },
   },
 });
 
-const sessionClient = createClient({ url: values["redis-url"] });
-const pubClient = createClient({ url: values["redis-url"] });
+const redisClient = () =>
+  values["redis-cluster"]
+    ? createCluster({ rootNodes: values["redis-url"].split(",").map((url) => ({ url })) })
+    : createClient({ url: values["redis-url"] });
+const sessionClient = redisClient();
+const pubClient = redisClient();
 const subClient = pubClient.duplicate();
 for (const c of [sessionClient, pubClient, subClient]) c.on("error", (e) => console.error("redis:", e.message));
 await Promise.all([sessionClient.connect(), pubClient.connect(), subClient.connect()]);
 
 const httpServer = createServer();
 const io = new Server(httpServer, {
-  adapter: createAdapter(pubClient, subClient),
+  adapter:
+    values.adapter === "sharded" ? createShardedAdapter(pubClient, subClient) : createAdapter(pubClient, subClient),
   allowRequest: (req, callback) => {
     const origin = req.headers.origin;
     if (!origin) return callback(null, true);

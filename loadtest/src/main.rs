@@ -80,6 +80,15 @@ struct RunArgs {
     /// PIDs of the server processes, for RSS and CPU.
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
+    /// PIDs of the redis-server processes, for the Redis CPU a fan-out costs.
+    #[arg(long = "redis-pid")]
+    redis_pids: Vec<u32>,
+    /// --redis-url lists seed nodes of a Redis Cluster (comma-separated).
+    #[arg(long)]
+    redis_cluster: bool,
+    /// The adapter protocol the servers speak: broadcasts are published as its emitter would.
+    #[arg(long, default_value = "classic")]
+    adapter: String,
     #[arg(long, default_value = "/socket.io/")]
     path: String,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
@@ -292,28 +301,48 @@ async fn seed_sessions(args: &RunArgs, run_id: &str) -> Result<(), Box<dyn std::
         .collect();
     let store_url = || args.session_store_url.clone().ok_or("--session-store-url is needed");
     match args.session_store.as_str() {
-        "redis" => seed_redis(&args.redis_url, &args.session_prefix, &sessions).await,
+        "redis" => seed_redis(args, &sessions).await,
         "memcached" => seed_memcached(&store_url()?, &args.session_prefix, &sessions).await,
         "postgres" => seed_postgres(&store_url()?, &sessions).await,
         other => Err(format!("unknown --session-store {other}").into()),
     }
 }
 
-/// connect-redis: `SET <prefix><sid> <json> EX 3600`, pipelined.
-async fn seed_redis(url: &str, prefix: &str, sessions: &[(String, String)]) -> Result<(), Box<dyn std::error::Error>> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+/// connect-redis: `SET <prefix><sid> <json> EX 3600`, pipelined (on a cluster, where keys of
+/// different slots cannot share a pipeline, concurrent single commands).
+async fn seed_redis(args: &RunArgs, sessions: &[(String, String)]) -> Result<(), Box<dyn std::error::Error>> {
+    let mut conn = redis_connection(args)?;
+    let prefix = &args.session_prefix;
     for batch in sessions.chunks(5000) {
-        let mut pipe = redis::pipe();
-        for (sid, record) in batch {
-            pipe.cmd("SET")
-                .arg(format!("{prefix}{sid}"))
-                .arg(record)
-                .arg("EX")
-                .arg(3600)
-                .ignore();
+        if args.redis_cluster {
+            let sets = batch.iter().map(|(sid, record)| {
+                let mut conn = conn.clone();
+                let key = format!("{prefix}{sid}");
+                async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(record)
+                        .arg("EX")
+                        .arg(3600)
+                        .query_async::<()>(&mut conn)
+                        .await
+                }
+            });
+            for set in futures_util::future::join_all(sets).await {
+                set?;
+            }
+        } else {
+            let mut pipe = redis::pipe();
+            for (sid, record) in batch {
+                pipe.cmd("SET")
+                    .arg(format!("{prefix}{sid}"))
+                    .arg(record)
+                    .arg("EX")
+                    .arg(3600)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
         }
-        pipe.query_async::<()>(&mut conn).await?;
     }
     Ok(())
 }
@@ -406,14 +435,15 @@ fn merge(reports: &[WorkerReport]) -> (u64, BTreeMap<String, u64>) {
 /// Publishes `["bench", {"t": now_ns, "seq": n}]` through the emitter protocol at `rate`/s for
 /// `duration`, to the rooms `room_of(seq)` names. Returns how many messages were published.
 async fn publish_for(
-    redis_url: &str,
+    args: &RunArgs,
     rate: u64,
     duration: Duration,
     room_of: impl Fn(u64) -> String,
 ) -> Result<u64, Box<dyn std::error::Error>> {
-    let client = redis::Client::open(redis_url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = redis_connection(args)?;
+    let sharded = args.adapter == "sharded";
     let channels = Channels::new("socket.io", "/");
+    let shard_channels = wsgate::protocol::sharded::ShardedChannels::new("socket.io", "/");
     let started = Instant::now();
     let mut seq = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -423,7 +453,7 @@ async fn publish_for(
         if due <= seq {
             continue;
         }
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::new();
         while seq < due {
             let room = room_of(seq);
             let message = Broadcast {
@@ -442,15 +472,49 @@ async fn publish_for(
                 },
                 flags: vec![],
             };
-            pipe.cmd("PUBLISH")
-                .arg(channels.for_rooms(&[room]))
-                .arg(message.encode(true))
-                .ignore();
+            let cmd = if sharded {
+                // What a sharded node or wsgate's emitter publishes: the room's own channel.
+                let mut cmd = redis::cmd("SPUBLISH");
+                cmd.arg(shard_channels.room(&room))
+                    .arg(wsgate::protocol::sharded::encode::broadcast(
+                        &message,
+                        EMITTER_UID,
+                        None,
+                    ));
+                cmd
+            } else {
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(channels.for_rooms(&[room])).arg(message.encode(true));
+                cmd
+            };
+            commands.push(cmd);
             seq += 1;
         }
-        pipe.query_async::<()>(&mut conn).await?;
+        if args.redis_cluster {
+            // Channels of different slots cannot share a pipeline on a cluster: one request
+            // each, all in flight together.
+            let sends = commands.into_iter().map(|cmd| {
+                let mut conn = conn.clone();
+                async move { cmd.query_async::<redis::Value>(&mut conn).await }
+            });
+            for sent in futures_util::future::join_all(sends).await {
+                sent?;
+            }
+        } else {
+            let mut pipe = redis::pipe();
+            for cmd in commands {
+                pipe.add_command(cmd).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
     }
     Ok(seq)
+}
+
+/// Commands on the Redis (or Redis Cluster) the servers use.
+fn redis_connection(args: &RunArgs) -> Result<wsgate::redis_connection::RedisConnection, Box<dyn std::error::Error>> {
+    let target = wsgate::redis_connection::RedisTarget::parse(&args.redis_url, args.redis_cluster)?;
+    Ok(target.connect(Duration::from_secs(10))?)
 }
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -495,13 +559,15 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         Scenario::Fanout => {
             let rooms = args.rooms.max(1);
             let (_, ticks_before) = sample_all(&args.server_pids);
+            let (_, redis_before) = sample_all(&args.redis_pids);
             let publish_start = client::now_ns();
-            let published = publish_for(&args.redis_url, args.rate, Duration::from_secs(args.duration), |seq| {
+            let published = publish_for(&args, args.rate, Duration::from_secs(args.duration), |seq| {
                 format!("user:room-{}", seq % rooms as u64)
             })
             .await?;
             tokio::time::sleep(Duration::from_secs(args.drain)).await;
             let (_, ticks_after) = sample_all(&args.server_pids);
+            let (_, redis_after) = sample_all(&args.redis_pids);
             let mut done = Vec::new();
             for w in &mut workers {
                 done.push(w.stop().await?);
@@ -511,6 +577,11 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 let cpu_s = (ticks_after - ticks_before) as f64 / 100.0;
                 result["server_cpu_s"] = json!(cpu_s);
                 result["deliveries_per_server_cpu_s"] = json!((delivered as f64 / cpu_s.max(0.01)).round());
+            }
+            if !args.redis_pids.is_empty() {
+                let cpu_s = (redis_after - redis_before) as f64 / 100.0;
+                result["redis_cpu_s"] = json!(cpu_s);
+                result["deliveries_per_redis_cpu_s"] = json!((delivered as f64 / cpu_s.max(0.01)).round());
             }
             // Every socket n is in room n % rooms; with failed handshakes the room sizes are
             // unknown, so expected and lost are left out rather than guessed.
@@ -587,7 +658,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             result["server_closed"] = json!(done.iter().map(|r| r.server_closed).sum::<u64>());
         }
         Scenario::Churn => {
-            let published = publish_for(&args.redis_url, args.rate, Duration::from_secs(args.duration), |_| {
+            let published = publish_for(&args, args.rate, Duration::from_secs(args.duration), |_| {
                 "user:observers".into()
             })
             .await?;

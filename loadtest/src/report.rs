@@ -47,6 +47,8 @@ fn metrics(scenario: &str) -> &'static [Metric] {
             ("offered deliveries/s", "/offered_deliveries_per_s", true),
             ("achieved deliveries/s", "/deliveries_per_s", true),
             ("deliveries per server CPU-second", "/deliveries_per_server_cpu_s", true),
+            ("Redis CPU (s)", "/redis_cpu_s", false),
+            ("deliveries per Redis CPU-second", "/deliveries_per_redis_cpu_s", true),
             ("delivery p50 (ms)", "/delivery_latency/p50_ms", false),
             ("delivery p99 (ms)", "/delivery_latency/p99_ms", false),
             ("delivery p999 (ms)", "/delivery_latency/p999_ms", false),
@@ -195,6 +197,10 @@ pub fn render(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .map(|r| number(r, pointer).map_or("–".into(), fmt_num))
                 .collect();
+            // A figure no run of this table measured (Redis CPU outside the cluster runs).
+            if cells.iter().all(|c| c == "–") {
+                continue;
+            }
             let ratio = match (
                 find("wsgate").and_then(|r| number(r, pointer)),
                 find("node").and_then(|r| number(r, pointer)),
