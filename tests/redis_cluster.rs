@@ -223,17 +223,7 @@ async fn a_master_failover_is_survived() {
     // Replication is asynchronous: a write the replica has not received is lost with its
     // master (Redis's rule, not ours). Make sure the sessions made it, so what is tested here is
     // the gateway's recovery.
-    {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{master}")).unwrap();
-        let mut master_conn = client.get_multiplexed_async_connection().await.unwrap();
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(5000)
-            .query_async(&mut master_conn)
-            .await
-            .unwrap();
-        assert_eq!(acked, 1, "the replica has the sessions");
-    }
+    cluster.wait_replicated(master).await;
     cluster.kill(master);
     cluster.wait_for_new_master("socket.io#/#user:42#", master).await;
     // Broadcasts resume: the gateways followed the new topology and subscribed again, and the

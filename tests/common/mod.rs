@@ -692,6 +692,33 @@ impl RedisCluster {
         panic!("no master serves slot {slot}");
     }
 
+    /// Waits until every replica of the master on `port` has acknowledged all its writes
+    /// (`slaveN:…,offset=` up to `master_repl_offset`; replicas acknowledge once a second).
+    pub async fn wait_replicated(&self, port: u16) {
+        for _ in 0..200 {
+            let info: String = Self::node_command(port, &["INFO", "replication"])
+                .await
+                .unwrap_or_default();
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+            };
+            let master = field("master_repl_offset:");
+            let replicas: Vec<i64> = info
+                .lines()
+                .filter(|l| l.starts_with("slave"))
+                .filter_map(|l| l.split(',').find_map(|kv| kv.strip_prefix("offset=")))
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            if master.is_some() && !replicas.is_empty() && replicas.iter().all(|r| Some(*r) >= master) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the replicas of {port} did not catch up");
+    }
+
     /// Kills the node on `port` (SIGKILL: a crash, not a shutdown).
     pub fn kill(&mut self, port: u16) {
         let index = self.ports.iter().position(|p| *p == port).unwrap();

@@ -1,8 +1,8 @@
 //! connect-redis: the record is the string at `<prefix><sid>` (default prefix `sess:`), its TTL
 //! set by connect-redis. A touch is an `EXPIRE`, which never creates a key.
 
-//! On a Redis Cluster the same commands go through the cluster client; the batch `MGET` is split
-//! by slot there (one `MGET` per shard), never sent across slots.
+//! On a Redis Cluster the same commands go through the cluster client, and the batch is one GET
+//! per key (never a multi-key command across slots).
 
 use crate::redis_connection::RedisConnection;
 
@@ -31,6 +31,27 @@ impl RedisStore {
     }
 
     pub(super) async fn records(&self, sids: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
+        if self.redis.is_cluster() {
+            // One GET per key, all in flight at once on the cluster's multiplexed connections,
+            // rather than the client's multi-slot MGET: a GET that fails fails the round (nobody
+            // is disconnected), where a split MGET retried across a failover could hand back a
+            // miss that is not one.
+            let gets = sids.iter().map(|sid| {
+                let mut redis = self.redis.clone();
+                let key = self.key(sid);
+                async move {
+                    redis::cmd("GET")
+                        .arg(key)
+                        .query_async::<Option<Vec<u8>>>(&mut redis)
+                        .await
+                }
+            });
+            return futures_util::future::join_all(gets)
+                .await
+                .into_iter()
+                .map(|got| got.map_err(|e| e.to_string()))
+                .collect();
+        }
         let mut cmd = redis::cmd("MGET");
         for sid in sids {
             cmd.arg(self.key(sid));
