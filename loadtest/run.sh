@@ -130,9 +130,10 @@ eval "$DROP_DB"; DROP_DB=
 # and on node n % 4, so every room lives on one node: the case sharding is for.
 CLUSTER_PORTS=(); CLUSTER_PIDS=()
 for _ in 1 2 3; do
-  while :; do port=$((20000 + RANDOM % 30000)); python3 -c "import socket,sys
+  # 10000-15999 (bus ports 20000-25999): below the ephemeral range the servers and loadgen use.
+  while :; do port=$((10000 + RANDOM % 6000)); python3 -c "import socket,sys
 for p in ($port, $port + 10000):
-    s = socket.socket(); s.bind(('127.0.0.1', p)); s.close()" 2>/dev/null && break; done
+    s = socket.socket(); s.bind(('127.0.0.1', p)); s.close()" 2>/dev/null && [[ " ${CLUSTER_PORTS[*]} " != *" $port "* ]] && break; done
   mkdir -p "$WORK/cluster"
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --cluster-enabled yes \
     --cluster-config-file "nodes-$port.conf" --dir "$WORK/cluster" --logfile "$WORK/cluster/$port.log" &

@@ -508,12 +508,18 @@ pub struct RedisCluster {
     dir: std::path::PathBuf,
 }
 
-/// A port whose cluster bus port (port + 10000) is free too.
+/// A port whose cluster bus port (port + 10000) is free too. Ports come from 10000–15999 (bus
+/// 20000–25999): below the kernel's ephemeral range, where the tests' other listeners and
+/// clients get theirs, and never one cluster's bus port another's node port. Handed out once
+/// per process, since clusters of parallel tests start at the same time.
 fn free_cluster_port() -> u16 {
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let port = 20_000 + rand::random::<u16>() % 30_000;
+        let port = 10_000 + rand::random::<u16>() % 6_000;
         let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if free(port) && free(port + 10_000) {
+        let mut taken = TAKEN.lock().unwrap();
+        if !taken.contains(&port) && free(port) && free(port + 10_000) {
+            taken.push(port);
             return port;
         }
     }
@@ -603,7 +609,7 @@ impl RedisCluster {
     }
 
     async fn node_ready(&self, port: u16) {
-        for _ in 0..200 {
+        for _ in 0..1000 {
             if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) {
                 if let Ok(mut c) = client.get_multiplexed_async_connection().await {
                     if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {

@@ -68,10 +68,13 @@ export async function startRedis(t, port) {
   return { port, url: `redis://127.0.0.1:${port}`, client, child };
 }
 
-/** A free port whose cluster bus port (port + 10000) is free too. */
+/**
+ * A free port whose cluster bus port (port + 10000) is free too, from 10000–15999: below the
+ * ephemeral range the other listeners get theirs from.
+ */
 async function freeClusterPort() {
   for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 30000);
+    const port = 10000 + Math.floor(Math.random() * 6000);
     const free = (p) =>
       new Promise((resolve) => {
         const server = createServer();
@@ -91,7 +94,10 @@ export async function startRedisCluster(t, masters = 3) {
   const dir = mkdtempSync(path.join(tmpdir(), "wsgate-cluster-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const ports = [];
-  for (let i = 0; i < masters; i++) ports.push(await freeClusterPort());
+  while (ports.length < masters) {
+    const port = await freeClusterPort();
+    if (!ports.includes(port)) ports.push(port);
+  }
   for (const port of ports) {
     spawnManaged(t, "redis-server", [
       "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
