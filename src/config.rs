@@ -56,14 +56,15 @@ impl Command {
 pub struct RedisArgs {
     /// Redis holding the Express sessions (connect-redis) and carrying the cluster adapter's
     /// channels, e.g. redis://:password@host:6379/0; with --redis-cluster, seed nodes of the
-    /// Redis Cluster, comma-separated.
+    /// Redis Cluster (repeatable or comma-separated).
     #[arg(
         long,
         env = "WSGATE_REDIS_URL",
         default_value = "redis://127.0.0.1:6379",
+        value_delimiter = ',',
         hide_env_values = true
     )]
-    pub redis_url: String,
+    pub redis_url: Vec<String>,
     /// --redis-url names nodes of a Redis Cluster: sessions, the adapter and the emitter go
     /// through the cluster (redirects, topology changes, failovers).
     #[arg(long, env = "WSGATE_REDIS_CLUSTER")]
@@ -101,7 +102,7 @@ pub enum SubscriptionModeArg {
 impl RedisArgs {
     /// Where Redis is, checked.
     pub fn target(&self) -> Result<crate::redis_connection::RedisTarget, String> {
-        crate::redis_connection::RedisTarget::parse(&self.redis_url, self.redis_cluster)
+        crate::redis_connection::RedisTarget::parse(&self.redis_url.join(","), self.redis_cluster)
     }
 
     /// The adapter protocol the flags name.

@@ -176,10 +176,14 @@ async fn the_classic_adapter_on_a_cluster() {
     let mut conn = cluster.connection().await;
     login(&mut conn, SIDS[0], "42").await;
     login(&mut conn, SIDS[1], "42").await;
-    let (a, b) = (
-        cluster_gateway(&cluster, &[]).await,
-        cluster_gateway(&cluster, &[]).await,
-    );
+    let a = cluster_gateway(&cluster, &[]).await;
+    // Seeds as repeated flags work as well as a comma-separated list.
+    let seeds: Vec<String> = cluster.urls().split(',').map(str::to_owned).collect();
+    let b = gateway(
+        &seeds[0],
+        &["--redis-cluster", "--redis-url", &seeds[1], "--redis-url", &seeds[2]],
+    )
+    .await;
     let (mut on_a, _) = Client::connect_as(a.local_addr(), &cookie_for(SIDS[0], SECRET)).await;
     let (mut on_b, _) = Client::connect_as(b.local_addr(), &cookie_for(SIDS[1], SECRET)).await;
     // Classic PUBLISH reaches subscribers on every node of the cluster.
