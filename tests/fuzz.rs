@@ -41,6 +41,7 @@ fn decode_everything(input: &[u8]) {
     let _ = Broadcast::decode(input);
     let _ = Request::decode(input);
     let _ = adapter::msgpack_elements(input);
+    let _ = wsgate::protocol::sharded::decode(input);
 }
 
 #[test]
@@ -140,6 +141,31 @@ proptest! {
         let _ = Broadcast::decode(&body);
         let _ = Request::decode(&body);
         let _ = adapter::msgpack_elements(&body);
+    }
+
+    #[test]
+    fn sharded_messages_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = wsgate::protocol::sharded::decode(&body);
+    }
+
+    #[test]
+    fn sharded_envelopes_of_any_content_decode_or_are_refused(value in msgpack_value(), code in 0i64..16) {
+        // A well-formed envelope around arbitrary data, as msgpack and as JSON: never a panic,
+        // and a type outside socket.io-adapter's is refused.
+        let envelope = rmpv::Value::Map(vec![
+            (rmpv::Value::from("type"), rmpv::Value::from(code)),
+            (rmpv::Value::from("data"), value),
+            (rmpv::Value::from("uid"), rmpv::Value::from("fuzz")),
+            (rmpv::Value::from("nsp"), rmpv::Value::from("/")),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &envelope).unwrap();
+        let decoded = wsgate::protocol::sharded::decode(&bytes);
+        if !(1..=13).contains(&code) {
+            prop_assert!(decoded.is_err());
+        }
+        let (json, _) = wsgate::protocol::adapter::to_client_args(std::slice::from_ref(&envelope));
+        let _ = wsgate::protocol::sharded::decode(json[0].to_string().as_bytes());
     }
 
     #[test]
