@@ -618,10 +618,17 @@ async fn poll(state: &Arc<AppState>, req: &Request, session: SessionHandle, body
 }
 
 /// tungstenite's defaults keep 128 KiB per connection; Socket.IO frames are small.
+///
+/// The write buffer is what coalesces the frames one wake-up of the session task sends into one
+/// write: with 0 every frame was its own syscall and the outbox's batching bought nothing. 8 KiB
+/// measured +30 % deliveries per server CPU-second and a p99 of 0.3 s instead of 2.2 s at 200k
+/// deliveries/s offered to 2 nodes (loadtest fan-out capacity). The cost: the buffer keeps the
+/// capacity of the largest batch a connection was sent, at most 8 KiB plus one frame, while it
+/// lives; an idle connection's holds one small frame, as before.
 fn configure(upgrade: WebSocketUpgrade, transport: &TransportConfig) -> WebSocketUpgrade {
     upgrade
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(8 * 1024)
         .max_write_buffer_size(transport.max_queue_bytes.max(64 * 1024))
         .max_message_size(transport.max_payload)
         .max_frame_size(transport.max_payload)
