@@ -25,7 +25,7 @@ else
   PROFILE=release
   STORM=10000; IDLE=19000; IDLE_WORKERS=2; FAN=10000; ROOMS=10; RATE=200; DUR=10; FAN_DUR=5; DRAIN=15
   LAT=1000; LAT_ROOMS=10; LAT_RATE=100; CHURN_OBS=1000; CHURN_RATE=200; BIG=${BIG:-100000}; POLL=4000; ROLL=2000; INB=1000; INB_RATE=5
-  CL_FAN=8000; CL_ROOMS=40; CL_RATE=200
+  CL_FAN=8000; CL_ROOMS=400; CL_RATE=2000
   OUT=docs/BENCHMARKS.md
 fi
 SECRET=loadtest-secret
@@ -125,7 +125,8 @@ done
 STORE_ARGS=()
 eval "$DROP_DB"; DROP_DB=
 
-# Fan-out on a Redis Cluster of 3 masters with 4 server nodes: wsgate with the sharded adapter,
+# Fan-out on a Redis Cluster of 3 masters with 4 server nodes (many small rooms, many messages:
+# what Redis and the nodes pay per message shows): wsgate with the sharded adapter,
 # wsgate with the classic one, and Node with createShardedAdapter. Socket n is in room n % ROOMS
 # and on node n % 4, so every room lives on one node: the case sharding is for.
 CLUSTER_PORTS=(); CLUSTER_PIDS=()
