@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use rmpv::Value as Mp;
 use std::time::Duration;
+use wsgate::cluster::driver::{PubSub, Publisher};
 use wsgate::protocol::adapter::Selector;
 
 /// What connect-redis writes, on the cluster.
@@ -32,23 +33,11 @@ async fn cluster_gateway(cluster: &RedisCluster, extra: &[&str]) -> wsgate::Serv
 
 /// Shard-channel subscribers summed over the cluster's nodes (how Node counts servers).
 async fn shard_subscribers(conn: &mut redis::cluster_async::ClusterConnection, channel: &str) -> i64 {
-    let reply: redis::Value = redis::cmd("PUBSUB")
-        .arg("SHARDNUMSUB")
-        .arg(channel)
-        .query_async(conn)
+    let cluster = wsgate::redis_connection::RedisConnection::Cluster(conn.clone());
+    Publisher::new(cluster, PubSub::Sharded)
+        .subscribers(channel)
         .await
-        .unwrap();
-    match reply {
-        redis::Value::Array(items) | redis::Value::Set(items) => match items.get(1) {
-            Some(redis::Value::Int(n)) => *n,
-            _ => 0,
-        },
-        redis::Value::Map(pairs) => pairs
-            .iter()
-            .map(|(_, v)| if let redis::Value::Int(n) = v { *n } else { 0 })
-            .sum(),
-        _ => 0,
-    }
+        .unwrap()
 }
 
 async fn wait_for_subscribers(conn: &mut redis::cluster_async::ClusterConnection, channel: &str, count: i64) {

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use rmpv::Value as Mp;
 use std::time::Duration;
+use wsgate::cluster::driver::{PubSub, Publisher};
 use wsgate::cluster::{AdapterProtocol, Emitter};
 use wsgate::protocol::adapter::Selector;
 use wsgate::protocol::sharded::SubscriptionMode;
@@ -18,11 +19,11 @@ async fn user(redis: &Redis, addr: std::net::SocketAddr, sid: &str, user: &str) 
 
 /// Subscribers of a shard channel (`PUBSUB SHARDNUMSUB`).
 async fn shard_subscribers(redis: &Redis, channel: &str) -> i64 {
-    let reply: Vec<redis::Value> = redis.cmd(&["PUBSUB", "SHARDNUMSUB", channel]).await;
-    match reply.get(1) {
-        Some(redis::Value::Int(n)) => *n,
-        _ => 0,
-    }
+    let conn = redis.client().get_connection_manager().await.unwrap();
+    Publisher::new(conn.into(), PubSub::Sharded)
+        .subscribers(channel)
+        .await
+        .unwrap()
 }
 
 async fn wait_for_subscribers(redis: &Redis, channel: &str, count: i64) {

@@ -51,13 +51,22 @@ impl Publisher {
             PubSub::Sharded => "SHARDNUMSUB",
         };
         let mut conn = self.conn.clone();
-        let reply: Vec<Value> = redis::cmd("PUBSUB")
+        let reply: Value = redis::cmd("PUBSUB")
             .arg(which)
             .arg(channel)
             .query_async(&mut conn)
             .await?;
-        Ok(match reply.get(1) {
-            Some(Value::Int(n)) => *n,
+        Ok(match reply {
+            // One server: [channel, count].
+            Value::Array(items) | Value::Set(items) => match items.get(1) {
+                Some(Value::Int(n)) => *n,
+                _ => 0,
+            },
+            // A cluster client merges every node's answer into a map.
+            Value::Map(pairs) => pairs
+                .iter()
+                .filter_map(|(_, count)| if let Value::Int(n) = count { Some(*n) } else { None })
+                .sum(),
             _ => 0,
         })
     }

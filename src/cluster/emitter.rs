@@ -3,7 +3,7 @@
 //! (sharded adapter, which Node's emitter cannot reach): every gateway and Node socket.io node
 //! of the cluster applies them.
 
-use super::driver::{PubSub, Publisher};
+use super::driver::Publisher;
 use super::{AdapterProtocol, ClusterError};
 use crate::protocol::adapter::{encode, Broadcast, Channels, Selector, EMITTER_UID};
 use crate::protocol::sharded::{self, ShardedChannels};
@@ -38,12 +38,8 @@ impl Emitter {
         prefix: &str,
         protocol: AdapterProtocol,
     ) -> Self {
-        let flavour = match protocol {
-            AdapterProtocol::Classic => PubSub::Classic,
-            AdapterProtocol::Sharded(_) => PubSub::Sharded,
-        };
         Emitter {
-            publisher: Publisher::new(redis.into(), flavour),
+            publisher: Publisher::new(redis.into(), protocol.pubsub()),
             prefix: prefix.into(),
             protocol,
         }
@@ -115,10 +111,7 @@ impl EmitterTarget {
                     .await
             }
             AdapterProtocol::Sharded(mode) => {
-                let channel = match mode.broadcast_room(&self.selector.rooms, false) {
-                    Some(room) => self.sharded.room(room),
-                    None => self.sharded.base.clone(),
-                };
+                let channel = self.sharded.for_broadcast(mode, &self.selector.rooms);
                 self.publish(&channel, sharded::encode::broadcast(&message, EMITTER_UID, None))
                     .await
             }

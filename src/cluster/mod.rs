@@ -107,6 +107,16 @@ fn glob_escape(literal: &str) -> String {
     out
 }
 
+impl AdapterProtocol {
+    /// The pub/sub commands its channels are used with.
+    pub fn pubsub(self) -> PubSub {
+        match self {
+            AdapterProtocol::Classic => PubSub::Classic,
+            AdapterProtocol::Sharded(_) => PubSub::Sharded,
+        }
+    }
+}
+
 /// A node's uid as Node makes it: the classic adapter's `uid2(6)` (6 characters of
 /// `[A-Za-z0-9_-]`), socket.io-adapter's `randomId()` (16 hex digits) for the sharded one.
 fn new_uid(protocol: AdapterProtocol) -> String {
@@ -171,15 +181,11 @@ impl Cluster {
                 }
             }
         }
-        let flavour = match protocol {
-            AdapterProtocol::Classic => PubSub::Classic,
-            AdapterProtocol::Sharded(_) => PubSub::Sharded,
-        };
         let (responses, queue) = mpsc::channel(RESPONSE_QUEUE);
         let cluster = Arc::new(Cluster {
             gateway,
             redis,
-            publisher: Publisher::new(publisher, flavour),
+            publisher: Publisher::new(publisher, protocol.pubsub()),
             protocol,
             room_events: tokio::sync::Mutex::new(room_events),
             adapters,
@@ -243,13 +249,10 @@ impl Cluster {
                 adapter.channels.for_rooms(&message.selector.rooms),
                 message.encode(false),
             ),
-            AdapterProtocol::Sharded(mode) => {
-                let channel = match mode.broadcast_room(&message.selector.rooms, false) {
-                    Some(room) => adapter.sharded.room(room),
-                    None => adapter.sharded.base.clone(),
-                };
-                (channel, sharded::encode::broadcast(&message, &adapter.uid, None))
-            }
+            AdapterProtocol::Sharded(mode) => (
+                adapter.sharded.for_broadcast(mode, &message.selector.rooms),
+                sharded::encode::broadcast(&message, &adapter.uid, None),
+            ),
         };
         self.publisher.publish(&channel, &bytes).await?;
         Ok(local)
@@ -309,11 +312,7 @@ impl Cluster {
         &self,
         room_events: &mut mpsc::UnboundedReceiver<(usize, RoomEvent)>,
     ) -> redis::RedisResult<Subscriber> {
-        let flavour = match self.protocol {
-            AdapterProtocol::Classic => PubSub::Classic,
-            AdapterProtocol::Sharded(_) => PubSub::Sharded,
-        };
-        let connect = Subscriber::connect(&self.redis, flavour, Duration::from_secs(5));
+        let connect = Subscriber::connect(&self.redis, self.protocol.pubsub(), Duration::from_secs(5));
         let mut subscriber = tokio::time::timeout(Duration::from_secs(5), connect)
             .await
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;

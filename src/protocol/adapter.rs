@@ -215,19 +215,19 @@ fn decode_msgpack(bytes: &[u8]) -> Result<Mp, AdapterError> {
     Ok(value)
 }
 
-fn encode_msgpack(value: &Mp) -> Vec<u8> {
+pub(super) fn encode_msgpack(value: &Mp) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     // Writing to a Vec cannot fail.
     let _ = rmpv::encode::write_value(&mut out, value);
     out
 }
 
-fn get<'v>(map: &'v [(Mp, Mp)], key: &str) -> Option<&'v Mp> {
+pub(super) fn get<'v>(map: &'v [(Mp, Mp)], key: &str) -> Option<&'v Mp> {
     map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
 }
 
 /// A room name as Node holds it: strings as they are, numbers in decimal.
-fn room_name(value: &Mp) -> Option<String> {
+pub(super) fn room_name(value: &Mp) -> Option<String> {
     match value {
         Mp::String(s) => s.as_str().map(str::to_owned),
         Mp::Integer(i) => Some(i.to_string()),
@@ -236,18 +236,36 @@ fn room_name(value: &Mp) -> Option<String> {
     }
 }
 
-fn rooms(value: Option<&Mp>) -> Vec<String> {
+pub(super) fn rooms(value: Option<&Mp>) -> Vec<String> {
     value
         .and_then(Mp::as_array)
         .map(|items| items.iter().filter_map(room_name).collect())
         .unwrap_or_default()
 }
 
-fn selector(value: Option<&Mp>) -> Selector {
+pub(super) fn selector(value: Option<&Mp>) -> Selector {
     let map = value.and_then(Mp::as_map).map(Vec::as_slice).unwrap_or(&[]);
     Selector {
         rooms: rooms(get(map, "rooms")),
         except: rooms(get(map, "except")),
+    }
+}
+
+/// The `flags` map of an `opts` map, as sent.
+pub(super) fn flags(opts: Option<&Mp>) -> Vec<(Mp, Mp)> {
+    let map = opts.and_then(Mp::as_map).map(Vec::as_slice).unwrap_or(&[]);
+    get(map, "flags").and_then(Mp::as_map).cloned().unwrap_or_default()
+}
+
+/// A message that is JSON when its first byte is `{` and msgpack otherwise, as Node's adapters
+/// decide; bounded before anything is decoded.
+pub(super) fn decode_json_or_msgpack(bytes: &[u8]) -> Result<Mp, AdapterError> {
+    if bytes.first() == Some(&b'{') {
+        check_bounds(bytes)?;
+        let json: Json = serde_json::from_slice(bytes).map_err(|_| AdapterError::NotJson)?;
+        Ok(from_client_value(&json, &[]))
+    } else {
+        decode_msgpack(bytes)
     }
 }
 
@@ -275,13 +293,12 @@ impl Broadcast {
             .filter(|d| !d.is_empty())
             .ok_or(AdapterError::Shape("packet data is not a non-empty array"))?
             .clone();
-        let opts_map = opts.as_map().map(Vec::as_slice).unwrap_or(&[]);
         Ok(Broadcast {
             uid: uid.as_str().map(str::to_owned),
             nsp: str_field(packet, "nsp").unwrap_or_else(|| "/".into()),
             data,
             selector: selector(Some(opts)),
-            flags: get(opts_map, "flags").and_then(Mp::as_map).cloned().unwrap_or_default(),
+            flags: flags(Some(opts)),
         })
     }
 
@@ -385,13 +402,7 @@ pub struct Request {
 impl Request {
     /// Requests are JSON when the first byte is `{`, msgpack otherwise (as Node decides).
     pub fn decode(bytes: &[u8]) -> Result<Self, AdapterError> {
-        let value = if bytes.first() == Some(&b'{') {
-            check_bounds(bytes)?;
-            let json: Json = serde_json::from_slice(bytes).map_err(|_| AdapterError::NotJson)?;
-            from_client_value(&json, &[])
-        } else {
-            decode_msgpack(bytes)?
-        };
+        let value = decode_json_or_msgpack(bytes)?;
         let map = value.as_map().ok_or(AdapterError::Shape("request is not a map"))?;
         let code = get(map, "type")
             .and_then(Mp::as_i64)
@@ -401,13 +412,12 @@ impl Request {
             (RequestType::Broadcast, Some(packet)) => {
                 let data = get(packet, "data").and_then(Mp::as_array).filter(|d| !d.is_empty());
                 let data = data.ok_or(AdapterError::Shape("broadcast packet has no data"))?.clone();
-                let opts = get(map, "opts").and_then(Mp::as_map).map(Vec::as_slice).unwrap_or(&[]);
                 Some(Broadcast {
                     uid: str_field(map, "uid"),
                     nsp: str_field(packet, "nsp").unwrap_or_else(|| "/".into()),
                     data,
                     selector: selector(get(map, "opts")),
-                    flags: get(opts, "flags").and_then(Mp::as_map).cloned().unwrap_or_default(),
+                    flags: flags(get(map, "opts")),
                 })
             }
             (RequestType::Broadcast, None) => return Err(AdapterError::Shape("broadcast request has no packet")),

@@ -7,7 +7,10 @@
 //! receiver tells them apart by the first byte (`{`). The types are socket.io-adapter's
 //! `MessageType`, not the classic adapter's request codes.
 
-use super::adapter::{check_bounds, from_client_value, to_client_args, AdapterError, Broadcast, Selector};
+use super::adapter::{
+    decode_json_or_msgpack, encode_msgpack, flags, get, room_name, rooms, selector, to_client_args, AdapterError,
+    Broadcast, Selector,
+};
 use rmpv::Value as Mp;
 use serde_json::{json, Value as Json};
 
@@ -31,6 +34,15 @@ impl ShardedChannels {
 
     pub fn room(&self, room: &str) -> String {
         format!("{}{room}#", self.base)
+    }
+
+    /// The channel a broadcast without ack to `rooms` goes on: the room's own channel when
+    /// `mode` gives it one ([`SubscriptionMode::broadcast_room`]), else the base channel.
+    pub fn for_broadcast(&self, mode: SubscriptionMode, rooms: &[String]) -> String {
+        match mode.broadcast_room(rooms, false) {
+            Some(room) => self.room(room),
+            None => self.base.clone(),
+        }
     }
 
     /// The room (or node uid) a channel of this namespace names; `None` for the base channel
@@ -160,49 +172,14 @@ pub struct Envelope {
     pub message: Message,
 }
 
-fn get<'v>(map: &'v [(Mp, Mp)], key: &str) -> Option<&'v Mp> {
-    map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
-}
-
+/// A string (or number) field, as Node would read it.
 fn text(value: Option<&Mp>) -> Option<String> {
-    match value? {
-        Mp::String(s) => s.as_str().map(str::to_owned),
-        Mp::Integer(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-fn room_list(value: Option<&Mp>) -> Vec<String> {
-    value
-        .and_then(Mp::as_array)
-        .map(|items| items.iter().filter_map(|r| text(Some(r))).collect())
-        .unwrap_or_default()
-}
-
-fn selector_and_flags(opts: Option<&Mp>) -> (Selector, Vec<(Mp, Mp)>) {
-    let map = opts.and_then(Mp::as_map).map(Vec::as_slice).unwrap_or(&[]);
-    let selector = Selector {
-        rooms: room_list(get(map, "rooms")),
-        except: room_list(get(map, "except")),
-    };
-    let flags = get(map, "flags").and_then(Mp::as_map).cloned().unwrap_or_default();
-    (selector, flags)
+    value.and_then(room_name)
 }
 
 /// Decodes what a shard channel carried, bounded as the classic adapter's messages are.
 pub fn decode(bytes: &[u8]) -> Result<Envelope, AdapterError> {
-    check_bounds(bytes)?;
-    let value = if bytes.first() == Some(&b'{') {
-        let json: Json = serde_json::from_slice(bytes).map_err(|_| AdapterError::NotJson)?;
-        from_client_value(&json, &[])
-    } else {
-        let mut reader = bytes;
-        let value = rmpv::decode::read_value_with_max_depth(&mut reader, 100).map_err(|_| AdapterError::NotMsgpack)?;
-        if !reader.is_empty() {
-            return Err(AdapterError::NotMsgpack);
-        }
-        value
-    };
+    let value = decode_json_or_msgpack(bytes)?;
     let map = value.as_map().ok_or(AdapterError::Shape("message is not a map"))?;
     let code = get(map, "type")
         .and_then(Mp::as_i64)
@@ -225,21 +202,20 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, AdapterError> {
                 .filter(|d| !d.is_empty())
                 .ok_or(AdapterError::Shape("packet data is not a non-empty array"))?
                 .clone();
-            let (selector, flags) = selector_and_flags(get(data, "opts"));
             Message::Broadcast {
                 broadcast: Broadcast {
                     uid: uid.clone(),
                     nsp: nsp.clone().unwrap_or_default(),
                     data: args,
-                    selector,
-                    flags,
+                    selector: selector(get(data, "opts")),
+                    flags: flags(get(data, "opts")),
                 },
                 request_id: request_id(),
             }
         }
         kind::SOCKETS_JOIN | kind::SOCKETS_LEAVE => {
-            let (selector, _) = selector_and_flags(get(data, "opts"));
-            let rooms = room_list(get(data, "rooms"));
+            let selector = selector(get(data, "opts"));
+            let rooms = rooms(get(data, "rooms"));
             if code == kind::SOCKETS_JOIN {
                 Message::SocketsJoin { selector, rooms }
             } else {
@@ -247,11 +223,11 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, AdapterError> {
             }
         }
         kind::DISCONNECT_SOCKETS => Message::DisconnectSockets {
-            selector: selector_and_flags(get(data, "opts")).0,
+            selector: selector(get(data, "opts")),
             close: get(data, "close").and_then(Mp::as_bool).unwrap_or(false),
         },
         kind::FETCH_SOCKETS => Message::FetchSockets {
-            selector: selector_and_flags(get(data, "opts")).0,
+            selector: selector(get(data, "opts")),
             request_id: request_id().ok_or(AdapterError::Shape("fetchSockets without requestId"))?,
         },
         kind::SERVER_SIDE_EMIT => Message::ServerSideEmit {
@@ -277,16 +253,12 @@ pub mod encode {
                 .to_string()
                 .into_bytes()
         } else {
-            let message = Mp::Map(vec![
+            encode_msgpack(&Mp::Map(vec![
                 (Mp::from("type"), Mp::from(code)),
                 (Mp::from("data"), data),
                 (Mp::from("uid"), Mp::from(uid)),
                 (Mp::from("nsp"), Mp::from(nsp)),
-            ]);
-            let mut out = Vec::with_capacity(64);
-            // Writing to a Vec cannot fail.
-            let _ = rmpv::encode::write_value(&mut out, &message);
-            out
+            ]))
         }
     }
 

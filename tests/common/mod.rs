@@ -20,6 +20,22 @@ pub struct Redis {
     child: Child,
 }
 
+/// Waits (up to about 10 s, several servers may be starting) until a redis-server on `port`
+/// answers PING.
+pub async fn wait_for_redis(port: u16) {
+    for _ in 0..500 {
+        if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("redis-server did not start on port {port}");
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -56,15 +72,8 @@ impl Redis {
             .spawn()
             .expect("redis-server must be installed (see .ci/run)");
         let redis = Redis { port, child };
-        for _ in 0..200 {
-            if let Ok(mut c) = redis.client().get_multiplexed_async_connection().await {
-                if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
-                    return redis;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("redis-server did not start on port {port}");
+        wait_for_redis(port).await;
+        redis
     }
 
     pub fn url(&self) -> String {
@@ -563,7 +572,7 @@ impl RedisCluster {
             .collect();
         let cluster = RedisCluster { ports, children, dir };
         for port in &cluster.ports {
-            cluster.node_ready(*port).await;
+            wait_for_redis(*port).await;
         }
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
@@ -606,20 +615,6 @@ impl RedisCluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("no replica took over from {old}");
-    }
-
-    async fn node_ready(&self, port: u16) {
-        for _ in 0..1000 {
-            if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) {
-                if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                    if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("redis-server did not start on {port}");
     }
 
     /// Seed URLs, comma-separated, as `--redis-url` takes them with `--redis-cluster`.

@@ -53,6 +53,8 @@ async function startPostgresDatabase(t) {
   await admin.query(`CREATE DATABASE ${name}`);
   const url = adminUrl.replace(/\/[^/]*$/, `/${name}`);
   const pool = new pg.Pool({ connectionString: url, max: 4 });
+  // Dropping the database at the end terminates whatever is still connected to it: expected.
+  pool.on("error", () => {});
   t.after(async () => {
     await pool.end();
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);

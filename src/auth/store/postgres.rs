@@ -34,10 +34,8 @@ pub struct PostgresOptions {
 pub(super) struct PostgresStore {
     pool: deadpool_postgres::Pool,
     config: std::sync::Arc<tokio_postgres::Config>,
-    /// `"schema"."table"`, quoted.
+    /// `"schema"."table"`, quoted (also valid `regclass` input, to look for the trigger).
     table: String,
-    /// The table name as `regclass` input, to look for the trigger.
-    table_regclass: String,
     notify: bool,
 }
 
@@ -71,7 +69,6 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             config: std::sync::Arc::new(config),
-            table_regclass: table.clone(),
             table,
             notify: options.notify,
         })
@@ -187,7 +184,7 @@ impl PostgresStore {
             let trigger = client
                 .query_opt(
                     "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = 'wsgate_session_notify'",
-                    &[&self.table_regclass],
+                    &[&self.table],
                 )
                 .await
                 .map_err(describe)?;
