@@ -167,6 +167,13 @@ if ((BIG > 0)); then
   stop_nodes
 fi
 
+# Instruction counts (wsgate only): the figures that stay put on a noisy machine.
+if command -v valgrind >/dev/null; then
+  loadtest/callgrind.sh "$BIN" "$REDIS" "$WORK/callgrind.md" $( ((SMOKE)) && echo --smoke )
+else
+  echo "valgrind is not installed: no instruction counts in this run" | tee "$WORK/callgrind.md"
+fi
+
 {
   echo "# Benchmarks: wsgate vs the Node stack, side by side"
   echo
@@ -181,6 +188,7 @@ fi
   echo
   echo "Sizes: connect-storm $STORM sockets (500 handshakes in flight); idle-hold $IDLE sockets held ${DUR} s; fanout (capacity) $FAN sockets in $ROOMS rooms over 2 nodes, $RATE msg/s for ${FAN_DUR} s; fanout (latency) $LAT sockets in $LAT_ROOMS rooms over 2 nodes, $LAT_RATE msg/s for ${DUR} s; churn $CHURN_OBS observers on 2 nodes + $CHURN_RATE connects/s while $LAT_RATE msg/s are published for ${DUR} s; polling $POLL sessions opened over HTTP long-polling (handshake, POST 40, GET), held ${DUR} s with a long-poll pending, then all upgraded to WebSocket at once; inbound $INB sockets each emitting $INB_RATE events/s with an ack for ${DUR} s, stored in a Redis Stream (XADD) before the ack; rolling-restart $ROLL official socket.io-client clients on 2 nodes behind nginx (deploy/nginx.conf), a broadcast every 50 ms, each node sent SIGTERM and started again in turn (wsgate with --drain-timeout 2000)$( ((BIG > 0)) && echo "; wsgate-cluster: $BIG sockets on $(( (BIG + 15999) / 16000 )) gateway processes, all in one room, 1 msg/s for 5 s")."
   echo
+  cat "$WORK/callgrind.md"
 } >"$WORK/header.md"
 [[ -f loadtest/analysis.md && $SMOKE == 0 ]] && cp loadtest/analysis.md "$WORK/footer.md" || : >"$WORK/footer.md"
 mkdir -p "$(dirname "$OUT")"

@@ -488,9 +488,14 @@ async fn new_session(
             gateway.metrics.inc("wsgate_handshakes_total", "upgraded");
             // The connection's place under the cap lives as long as the session.
             let held = req.slot.clone().map(|slot| Box::new(slot) as crate::transport::Held);
-            configure(upgrade, gateway.transport()).on_upgrade(move |ws| {
+            // Boxed: axum's upgrade task keeps the callback's captures for the connection's
+            // whole life, so 8 bytes stay behind instead of 224.
+            let start = Box::new((engine, sid, held, handshake, pending));
+            let transport = gateway.transport().clone();
+            configure(upgrade, &transport).on_upgrade(move |ws| {
+                let (engine, sid, held, handshake, pending) = *start;
                 let session = engine.open_websocket(ws, sid, held);
-                gateway.serve(session, handshake, pending)
+                gateway.serve(session, Arc::new(handshake), Box::new(pending))
             })
         }
         (TransportKind::WebSocket, Err(_)) => handshake_error(HandshakeError::BadRequest),
@@ -498,7 +503,7 @@ async fn new_session(
             gateway.metrics.inc("wsgate_handshakes_total", "polling");
             let upgrades = state.options.transports.contains(&TransportKind::WebSocket);
             let (session, open) = engine.open_polling(sid, upgrades);
-            tokio::spawn(gateway.serve(session, handshake, pending));
+            tokio::spawn(gateway.serve(session, Arc::new(handshake), Box::new(pending)));
             polling_response("text/plain; charset=UTF-8", open)
         }
     };

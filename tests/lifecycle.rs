@@ -16,7 +16,13 @@ async fn drain_goes_unready_then_closes_clients_in_spread_batches() {
     let server = gateway(&redis.url(), &["--admin-listen", "127.0.0.1:0"]).await;
     let (addr, admin) = (server.local_addr(), server.admin_addr().unwrap());
     redis.wait_for_servers("/", 1).await;
-    assert_eq!(http(admin, "GET", "/readyz", &[]).await, (200, "ready".into()));
+    // Redis counts the subscriber as soon as its first channel is subscribed; the node turns
+    // ready once all of them are.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http(admin, "GET", "/readyz", &[]).await != (200, "ready".into()) {
+        assert!(Instant::now() < deadline, "the node never turned ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let cookie = cookie_for(SID, SECRET);
     let mut clients = Vec::new();
     for _ in 0..20 {

@@ -259,6 +259,42 @@ fn sample_all(pids: &[u32]) -> (u64, u64) {
         .fold((0, 0), |(r, t), (r2, t2)| (r + r2, t + t2))
 }
 
+/// Machine-wide memory now, in KiB: (used = MemTotal - MemAvailable, kernel = slab + kernel
+/// stacks + page tables + TCP buffers). Deltas around a connect phase show what the sockets
+/// cost the kernel, which no process's RSS includes.
+fn machine_memory() -> (u64, u64) {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    // "TCP: inuse 5 orphan 0 tw 0 alloc 7 mem 1" (mem in pages).
+    let tcp_pages = sockstat
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "mem")
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    let used = field("MemTotal").saturating_sub(field("MemAvailable"));
+    let kernel = field("Slab") + field("KernelStack") + field("PageTables") + tcp_pages * 4;
+    (used, kernel)
+}
+
 struct WorkerHandle {
     child: tokio::process::Child,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
@@ -521,6 +557,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let run_id = format!("{:x}", rand::random::<u32>());
     seed_sessions(&args, &run_id).await?;
     let (baseline_rss, ticks_at_start) = sample_all(&args.server_pids);
+    let memory_before = machine_memory();
     let started = Instant::now();
     let mut workers = spawn_workers(&args, &run_id).await?;
     let mut connected = Vec::new();
@@ -528,7 +565,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         connected.push(w.report().await?);
     }
     let connect_wall = started.elapsed();
-    let (_, ticks_connected) = sample_all(&args.server_pids);
+    let (rss_connected, ticks_connected) = sample_all(&args.server_pids);
+    let memory_after = machine_memory();
     let (ok, failed) = merge(&connected);
     let first_start = connected.iter().map(|r| r.started_ns).min().unwrap_or(0);
     let last_end = connected.iter().map(|r| r.finished_ns).max().unwrap_or(0);
@@ -546,6 +584,10 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         "handshakes_per_s": (ok as f64 / connect_secs).round(),
         "handshake_latency": latency_summary(handshakes),
         "connect_wall_s": (connect_wall.as_secs_f64() * 100.0).round() / 100.0,
+        // Everything the connect phase cost the machine: servers, load generator, kernel.
+        "machine_used_delta_kib": memory_after.0 as i64 - memory_before.0 as i64,
+        "kernel_delta_kib": memory_after.1 as i64 - memory_before.1 as i64,
+        "server_rss_connected_kib": rss_connected,
     });
     if !args.server_pids.is_empty() {
         let cpu_s = (ticks_connected - ticks_at_start) as f64 / 100.0;

@@ -37,6 +37,10 @@ const READS_IN_FLIGHT: usize = 64;
 /// How often the subscriber connection is pinged, so a dead link is noticed.
 const PING_EVERY: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Messages read from Redis and not yet handled. Past it the subscriber stops reading, so a
+/// node that cannot keep up leaves the backlog in Redis's output buffer (which Redis bounds and
+/// cuts, as it does for a slow Node subscriber) rather than in its own memory.
+const DELIVERY_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -75,6 +79,8 @@ pub struct Cluster {
     room_events: tokio::sync::Mutex<mpsc::UnboundedReceiver<(usize, RoomEvent)>>,
     /// Responses are published in order by one task, so CLIENT_COUNT precedes its acks.
     responses: mpsc::Sender<(String, Vec<u8>)>,
+    /// Messages from the subscriber to the delivery task, in the order Redis sent them.
+    deliveries: mpsc::Sender<(String, Vec<u8>)>,
     max_ack_timeout: Duration,
     /// Read-only requests being answered (bounded by [`READS_IN_FLIGHT`]).
     reads: Arc<std::sync::atomic::AtomicUsize>,
@@ -182,6 +188,7 @@ impl Cluster {
             }
         }
         let (responses, queue) = mpsc::channel(RESPONSE_QUEUE);
+        let (deliveries, mut delivery_queue) = mpsc::channel(DELIVERY_QUEUE);
         let cluster = Arc::new(Cluster {
             gateway,
             redis,
@@ -190,6 +197,7 @@ impl Cluster {
             room_events: tokio::sync::Mutex::new(room_events),
             adapters,
             responses,
+            deliveries,
             max_ack_timeout,
             reads: Arc::default(),
             read_worker: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -202,6 +210,19 @@ impl Cluster {
             queue,
             cluster.stop.subscribe(),
         ));
+        // Messages are handled on their own task, so a large fan-out delays neither the
+        // subscriber's reads nor its pings, and one at a time, so each socket sees them in the
+        // order Redis sent them.
+        let mut stopped = cluster.stop.subscribe();
+        let delivery = cluster.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some((channel, payload)) = delivery_queue.recv() => delivery.on_message(&channel, &payload).await,
+                    _ = stopped.changed() => return,
+                }
+            }
+        });
         let mut stopped = cluster.stop.subscribe();
         let subscriber = cluster.clone();
         tokio::spawn(async move {
@@ -357,7 +378,11 @@ impl Cluster {
         loop {
             tokio::select! {
                 incoming = subscriber.next() => match incoming {
-                    Incoming::Message { channel, payload } => self.on_message(&channel, &payload),
+                    Incoming::Message { channel, payload } => {
+                        if self.deliveries.send((channel, payload)).await.is_err() {
+                            return "stopped".into();
+                        }
+                    }
                     // A slot migration moves shard channels away from their node: resubscribing
                     // everything on a fresh subscriber finds their new home.
                     Incoming::ShardUnsubscribed { channel } if self.wants(&channel) => {
@@ -464,7 +489,7 @@ impl Cluster {
         }
     }
 
-    fn on_message(&self, channel: &str, payload: &[u8]) {
+    async fn on_message(&self, channel: &str, payload: &[u8]) {
         if let Some((prefix, _)) = &self.keyspace {
             if let Some(session) = channel.strip_prefix(prefix.as_str()) {
                 return self.on_keyspace(session, payload);
@@ -474,7 +499,7 @@ impl Cluster {
             match self.protocol {
                 AdapterProtocol::Classic => {
                     if let Some(room) = adapter.channels.room_of(channel) {
-                        return self.on_broadcast(adapter, room, payload);
+                        return self.on_broadcast(adapter, room, payload).await;
                     }
                     if channel == adapter.channels.request {
                         return self.on_request(adapter, payload);
@@ -482,12 +507,12 @@ impl Cluster {
                 }
                 AdapterProtocol::Sharded(_) => {
                     if channel == adapter.sharded.base {
-                        return self.on_sharded(adapter, None, payload);
+                        return self.on_sharded(adapter, None, payload).await;
                     }
                     if let Some(suffix) = adapter.sharded.suffix_of(channel) {
                         // Responses to this node: it sends no requests, so none are awaited.
                         if suffix != adapter.uid {
-                            return self.on_sharded(adapter, Some(suffix), payload);
+                            return self.on_sharded(adapter, Some(suffix), payload).await;
                         }
                         return;
                     }
@@ -515,7 +540,7 @@ impl Cluster {
     }
 
     /// A message of the sharded adapter, from the base channel or from `room`'s channel.
-    fn on_sharded(&self, adapter: &NamespaceAdapter, room: Option<&str>, payload: &[u8]) {
+    async fn on_sharded(&self, adapter: &NamespaceAdapter, room: Option<&str>, payload: &[u8]) {
         // A room channel for a room nobody here is in any more: nothing to decode.
         if room.is_some_and(|room| !adapter.nsp.has_members(room)) {
             return;
@@ -546,7 +571,8 @@ impl Cluster {
             } => {
                 let (args, attachments) = adapter::to_client_args(&broadcast.data);
                 let packet = Packet::event(&nsp.name, args, attachments);
-                self.delivered(nsp.broadcast(&broadcast.selector.rooms, &broadcast.selector.except, &packet));
+                let (rooms, except) = (&broadcast.selector.rooms, &broadcast.selector.except);
+                self.delivered(nsp.broadcast_spread(rooms, except, &packet).await);
             }
             sharded::Message::Broadcast {
                 broadcast,
@@ -598,7 +624,7 @@ impl Cluster {
         tracing::debug!(channel, error = %err, "dropped an undecodable adapter message");
     }
 
-    fn on_broadcast(&self, adapter: &NamespaceAdapter, room: &str, payload: &[u8]) {
+    async fn on_broadcast(&self, adapter: &NamespaceAdapter, room: &str, payload: &[u8]) {
         // A room channel for a room nobody here is in: nothing to decode (as Node does).
         if !room.is_empty() && !adapter.nsp.has_members(room) {
             return;
@@ -613,11 +639,8 @@ impl Cluster {
         self.gateway.metrics.inc("wsgate_adapter_messages_total", "broadcast");
         let (args, attachments) = adapter::to_client_args(&message.data);
         let packet = Packet::event(&adapter.nsp.name, args, attachments);
-        self.delivered(
-            adapter
-                .nsp
-                .broadcast(&message.selector.rooms, &message.selector.except, &packet),
-        );
+        let (rooms, except) = (&message.selector.rooms, &message.selector.except);
+        self.delivered(adapter.nsp.broadcast_spread(rooms, except, &packet).await);
     }
 
     /// Counts the `n` packets one broadcast queued; returns `n`.
@@ -781,36 +804,33 @@ impl Cluster {
             .min(self.max_ack_timeout);
         let (args, attachments) = adapter::to_client_args(&message.data);
         let packet = Packet::event(&adapter.nsp.name, args, attachments);
-        // One context shared by every socket's handler.
-        let route = Arc::new((
+        // One handler for every socket.
+        let route = (
             self.responses.clone(),
             self.gateway.clone(),
             reply.clone(),
             request_id.clone(),
             adapter.uid.clone(),
             adapter.nsp.name.clone(),
-        ));
-        let make_handler = || {
-            let route = route.clone();
-            Box::new(move |args: Vec<Value>, attachments: Vec<bytes::Bytes>| {
-                let (responses, gateway, reply, request_id, uid, nsp) = &*route;
-                // Node passes on the first argument of the client's ack.
-                let first = args
-                    .first()
-                    .map_or(rmpv::Value::Nil, |a| adapter::from_client_value(a, &attachments));
-                let (channel, bytes) = match reply {
-                    Reply::Classic(channel) => (channel, encode::broadcast_ack(request_id, first)),
-                    Reply::Sharded(channel) => (channel, sharded::encode::broadcast_ack(uid, nsp, request_id, first)),
-                };
-                respond(responses, gateway, channel.clone(), bytes);
-            }) as crate::gateway::AckHandler
-        };
+        );
+        let handler: crate::gateway::AckHandler = Arc::new(move |args: Vec<Value>, attachments: Vec<bytes::Bytes>| {
+            let (responses, gateway, reply, request_id, uid, nsp) = &route;
+            // Node passes on the first argument of the client's ack.
+            let first = args
+                .first()
+                .map_or(rmpv::Value::Nil, |a| adapter::from_client_value(a, &attachments));
+            let (channel, bytes) = match reply {
+                Reply::Classic(channel) => (channel, encode::broadcast_ack(request_id, first)),
+                Reply::Sharded(channel) => (channel, sharded::encode::broadcast_ack(uid, nsp, request_id, first)),
+            };
+            respond(responses, gateway, channel.clone(), bytes);
+        });
         let count = adapter.nsp.broadcast_with_ack(
             &message.selector.rooms,
             &message.selector.except,
             packet,
             timeout,
-            make_handler,
+            handler,
         );
         self.delivered(count);
         let (channel, bytes) = match &reply {

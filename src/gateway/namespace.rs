@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Called with the arguments of a client's ack (placeholders + attachments).
-pub type AckHandler = Box<dyn FnOnce(Vec<Value>, Vec<Bytes>) + Send>;
+/// Called with the arguments of a client's ack (placeholders + attachments). Shared: one
+/// broadcast asking N clients for acks registers the same handler N times.
+pub type AckHandler = Arc<dyn Fn(Vec<Value>, Vec<Bytes>) + Send + Sync>;
 
 /// Most acks one client may owe at once; a broadcast asking for more skips that client.
 pub const MAX_PENDING_ACKS: usize = 256;
@@ -144,7 +145,7 @@ impl Socket {
 
     /// Sends a packet to this client. False if the connection is closing.
     pub fn send(&self, packet: &Packet) -> bool {
-        self.outbox.push(frames(packet))
+        self.outbox.push(&frames(packet))
     }
 
     /// Emits `event` with `args` (binary parts as placeholders + `attachments`).
@@ -365,71 +366,183 @@ impl Namespace {
         self.rooms.contains_key(room) || self.sockets.get(room).is_some_and(|s| s.in_room(room))
     }
 
-    pub fn members(&self, room: &str) -> Vec<Arc<Socket>> {
+    /// How many sockets are in `room` here.
+    fn member_count(&self, room: &str) -> usize {
+        match self.rooms.get(room) {
+            Some(members) => members.len(),
+            None => usize::from(self.sockets.get(room).is_some_and(|s| s.in_room(room))),
+        }
+    }
+
+    /// Calls `visit` with each socket in `room`, under the room's lock (so `visit` must not
+    /// touch this namespace's maps).
+    fn visit_members(&self, room: &str, visit: &mut impl FnMut(&Arc<Socket>)) {
         if let Some(members) = self.rooms.get(room) {
-            return members.values().cloned().collect();
+            members.values().for_each(visit);
+            return;
         }
         // A socket id names the room of that one socket (unless it left it).
-        match self.sockets.get(room) {
-            Some(socket) if socket.in_room(room) => vec![socket.clone()],
-            _ => Vec::new(),
+        if let Some(socket) = self.sockets.get(room) {
+            if socket.in_room(room) {
+                visit(socket.value());
+            }
+        }
+    }
+
+    pub fn members(&self, room: &str) -> Vec<Arc<Socket>> {
+        let mut members = Vec::new();
+        self.visit_members(room, &mut |s| members.push(s.clone()));
+        members
+    }
+
+    /// Calls `visit` once with each socket in any of `rooms` (every socket when `rooms` is
+    /// empty) and in none of `except`, under the namespace's locks (so `visit` must not touch
+    /// this namespace's maps). The common selections (one room, or everyone, without
+    /// exceptions) are walked in place: nothing is collected or allocated.
+    fn visit_selected(
+        &self,
+        rooms: &[impl AsRef<str>],
+        except: &[impl AsRef<str>],
+        mut visit: impl FnMut(&Arc<Socket>),
+    ) {
+        let mut excluded = PtrSet::default();
+        for room in except {
+            self.visit_members(room.as_ref(), &mut |s| {
+                excluded.insert(Arc::as_ptr(s));
+            });
+        }
+        let mut keep = |s: &Arc<Socket>| {
+            if excluded.is_empty() || !excluded.contains(&Arc::as_ptr(s)) {
+                visit(s)
+            }
+        };
+        match rooms {
+            [] => self.sockets.iter().for_each(|e| keep(e.value())),
+            [room] => self.visit_members(room.as_ref(), &mut keep),
+            rooms => {
+                let mut seen = PtrSet::default();
+                for room in rooms {
+                    self.visit_members(room.as_ref(), &mut |s| {
+                        if seen.insert(Arc::as_ptr(s)) {
+                            keep(s)
+                        }
+                    });
+                }
+            }
         }
     }
 
     /// Sockets in any of `rooms` (all sockets when `rooms` is empty) and in none of `except`.
     pub fn select(&self, rooms: &[impl AsRef<str>], except: &[impl AsRef<str>]) -> Vec<Arc<Socket>> {
-        let excluded: std::collections::HashSet<Arc<str>> = except
-            .iter()
-            .flat_map(|room| self.members(room.as_ref()))
-            .map(|s| s.id.clone())
-            .collect();
-        let keep = |s: &Arc<Socket>| !excluded.contains(&s.id);
+        let mut selected = Vec::new();
+        self.visit_selected(rooms, except, |s| selected.push(s.clone()));
+        selected
+    }
+
+    /// About how many sockets a selection reaches (an upper bound), without walking it.
+    fn selection_bound(&self, rooms: &[impl AsRef<str>]) -> usize {
         if rooms.is_empty() {
-            return self.sockets.iter().map(|e| e.value().clone()).filter(keep).collect();
+            return self.sockets.len();
         }
-        let mut seen = std::collections::HashSet::new();
-        rooms
-            .iter()
-            .flat_map(|room| self.members(room.as_ref()))
-            .filter(|s| seen.insert(s.id.clone()) && keep(s))
-            .collect()
+        rooms.iter().map(|room| self.member_count(room.as_ref())).sum()
     }
 
     /// Sends `packet` to the selected sockets, encoding it once. Returns how many got it.
     pub fn broadcast(&self, rooms: &[impl AsRef<str>], except: &[impl AsRef<str>], packet: &Packet) -> usize {
-        let targets = self.select(rooms, except);
-        if targets.is_empty() {
-            return 0;
-        }
         let frames = frames(packet);
-        targets.iter().filter(|s| s.outbox.push(frames.iter().cloned())).count()
+        let mut count = 0;
+        self.visit_selected(rooms, except, |s| count += usize::from(s.outbox.push(&frames)));
+        count
     }
 
-    /// Broadcasts `packet` asking every receiver for an ack (one id for all, encoded once).
-    /// `handler` makes the callback for each socket. Returns how many sockets got the packet.
+    /// [`Namespace::broadcast`] for the cluster's delivery task: a selection of at least
+    /// [`SPREAD_AT`] sockets is split over the runtime's workers, and the call returns once
+    /// every part is queued, so broadcasts that follow still reach each socket after it.
+    pub async fn broadcast_spread(
+        &self,
+        rooms: &[impl AsRef<str>],
+        except: &[impl AsRef<str>],
+        packet: &Packet,
+    ) -> usize {
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        if workers < 2 || self.selection_bound(rooms) < SPREAD_AT {
+            return self.broadcast(rooms, except, packet);
+        }
+        let targets: Arc<[Arc<Socket>]> = self.select(rooms, except).into();
+        let frames: Arc<[Frame]> = frames(packet).into();
+        let push_all = |part: &[Arc<Socket>], frames: &[Frame]| part.iter().filter(|s| s.outbox.push(frames)).count();
+        let part = targets.len().div_ceil(workers);
+        let others: Vec<_> = (1..workers)
+            .map(|i| {
+                let (targets, frames) = (targets.clone(), frames.clone());
+                tokio::spawn(async move {
+                    let range = (i * part).min(targets.len())..((i + 1) * part).min(targets.len());
+                    push_all(&targets[range], &frames)
+                })
+            })
+            .collect();
+        let mut count = push_all(&targets[..part.min(targets.len())], &frames);
+        for other in others {
+            count += other.await.unwrap_or(0);
+        }
+        count
+    }
+
+    /// Broadcasts `packet` asking every receiver for an ack (one id for all, encoded once);
+    /// every socket's ack goes to `handler`. Returns how many sockets got the packet.
     pub fn broadcast_with_ack(
         &self,
         rooms: &[impl AsRef<str>],
         except: &[impl AsRef<str>],
         mut packet: Packet,
         timeout: Duration,
-        handler: impl Fn() -> AckHandler,
+        handler: AckHandler,
     ) -> usize {
         let id = self.next_ack_id.fetch_add(1, Ordering::Relaxed);
         packet.id = Some(id);
         let frames = frames(&packet);
         let mut count = 0;
-        for socket in self.select(rooms, except) {
-            if !socket.expect_ack(id, timeout, handler()) {
-                continue;
+        self.visit_selected(rooms, except, |socket| {
+            if !socket.expect_ack(id, timeout, handler.clone()) {
+                return;
             }
-            if socket.outbox.push(frames.iter().cloned()) {
+            if socket.outbox.push(&frames) {
                 count += 1;
             } else {
                 socket.take_ack(id);
             }
-        }
+        });
         count
+    }
+}
+
+/// Below this many recipients a broadcast is queued on the calling task: splitting it would
+/// cost more than it saves (queuing one frame is a lock, a reference count and a wake-up).
+pub const SPREAD_AT: usize = 4096;
+
+/// A set of sockets by address: selections are deduplicated by identity, and hashing a pointer
+/// is one multiplication where hashing the id string would be a SipHash of it.
+type PtrSet = std::collections::HashSet<*const Socket, std::hash::BuildHasherDefault<PtrHasher>>;
+
+#[derive(Default)]
+struct PtrHasher(u64);
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        // A multiply mixes low bits upwards; folding the high half back down gives the low
+        // bits (the bucket index) entropy too, although aligned addresses end in zeros.
+        let x = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = x ^ (x >> 32);
     }
 }
 
@@ -470,5 +583,54 @@ mod tests {
         assert!(nsp.members("late").is_empty(), "a removed socket cannot rejoin");
         assert!(nsp.remove(&b));
         assert_eq!((nsp.socket_count(), nsp.room_count()), (0, 0), "no trace left");
+    }
+
+    /// A room large enough to be split over the workers: every member gets every broadcast,
+    /// once, in the order they were sent, with joins and leaves going on meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_room_split_over_workers_keeps_order_and_loses_nothing() {
+        let nsp = Arc::new(Namespace::new("/"));
+        let members: Vec<_> = (0..SPREAD_AT + 500).map(|i| socket(&nsp, &format!("s{i}"))).collect();
+        let churn = {
+            let nsp = nsp.clone();
+            tokio::spawn(async move {
+                for i in 0..2000 {
+                    let s = socket(&nsp, &format!("late{i}"));
+                    nsp.remove(&s);
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        for n in 0..50 {
+            let packet = Packet::event("/", vec![json!("n"), json!(n)], vec![]);
+            let reached = nsp.broadcast_spread(&["all"], &[] as &[&str], &packet).await;
+            assert!(reached >= members.len(), "broadcast {n} reached {reached}");
+        }
+        churn.await.unwrap();
+        for s in &members {
+            let (frames, _) = s.outbox.drain();
+            let got: Vec<String> = frames
+                .iter()
+                .map(|f| match f {
+                    Frame::Text(t) => t.as_str().to_owned(),
+                    Frame::Binary(_) => unreachable!(),
+                })
+                .collect();
+            let want: Vec<String> = (0..50).map(|n| format!("42[\"n\",{n}]")).collect();
+            assert_eq!(got, want, "socket {}", s.id);
+        }
+    }
+
+    #[test]
+    fn selections_visit_each_socket_once_without_the_excepted() {
+        let nsp = Namespace::new("/");
+        let sockets: Vec<_> = (0..100).map(|i| socket(&nsp, &format!("s{i}"))).collect();
+        for (i, s) in sockets.iter().enumerate() {
+            nsp.join(s, format!("r{}", i % 3).into());
+        }
+        assert_eq!(nsp.select(&["r0", "r1", "all"], &["r2"]).len(), 67);
+        assert_eq!(nsp.select(&["r0", "r0"], &[] as &[&str]).len(), 34);
+        assert_eq!(nsp.select(&[] as &[&str], &["r1", "s0"]).len(), 66);
+        assert_eq!(nsp.select(&["s5"], &[] as &[&str]).len(), 1);
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Anyone may push (the session's own task, a broadcast on another task, a cluster request);
 //! only the session task drains it. An empty outbox allocates nothing, which matters at
-//! hundreds of thousands of idle connections.
+//! hundreds of thousands of idle connections, and neither does queuing one frame: the queue
+//! holds its first frame inline, and the session task swaps a spilled queue with its own spare
+//! buffer when it drains, so a busy connection reuses the same two buffers. A broadcast to N
+//! sockets therefore costs N reference-count increments and no allocation per recipient.
 //!
 //! The byte limit is a hard cap far above one message, not a burst limit: a client reading
 //! normally keeps up with any burst its transport can carry, and one that stops reading is
@@ -14,7 +17,7 @@ use super::CloseReason;
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 
@@ -27,6 +30,14 @@ pub enum Frame {
     Text(Utf8Bytes),
     Binary(Bytes),
 }
+
+/// Queued frames: one is held inline (a broadcast reaching an idle client), more spill to the
+/// heap.
+pub type Frames = SmallVec<[Frame; 1]>;
+
+/// A spare buffer that grew past this many frames (a burst) is released after the write
+/// rather than kept for the connection's lifetime.
+const KEEP_SPARE_FRAMES: usize = 64;
 
 impl Frame {
     fn len(&self) -> usize {
@@ -46,7 +57,7 @@ pub struct Outbox {
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Frame>,
+    frames: Frames,
     bytes: usize,
     closing: Option<CloseReason>,
 }
@@ -63,13 +74,12 @@ impl Outbox {
     /// Queues frames that must arrive together (a packet and its attachments). Returns false,
     /// queuing nothing, when the connection is closing or the message alone is larger than the
     /// cap; a push that takes the queue over the cap closes the connection as a slow consumer.
-    pub fn push(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
+    pub fn push(&self, frames: &[Frame]) -> bool {
+        let size: usize = frames.iter().map(Frame::len).sum();
         let mut state = self.state.lock();
         if state.closing.is_some() {
             return false;
         }
-        let frames: Vec<Frame> = frames.into_iter().collect();
-        let size: usize = frames.iter().map(Frame::len).sum();
         if size > self.max_bytes {
             OVERSIZED_DROPS.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -83,7 +93,7 @@ impl Outbox {
             return false;
         }
         state.bytes += size;
-        state.frames.extend(frames);
+        state.frames.extend(frames.iter().cloned());
         drop(state);
         self.wake.notify_one();
         true
@@ -106,16 +116,41 @@ impl Outbox {
         self.state.lock().closing
     }
 
+    /// Bytes queued and not yet handed to the transport.
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.state.lock().frames.is_empty()
     }
 
     /// Everything queued so far, and the close request if there is one.
-    pub(super) fn drain(&self) -> (VecDeque<Frame>, Option<CloseReason>) {
+    pub(crate) fn drain(&self) -> (Frames, Option<CloseReason>) {
         let mut state = self.state.lock();
         state.bytes = 0;
         (std::mem::take(&mut state.frames), state.closing)
+    }
+
+    /// Moves everything queued into `spare` (which must be empty) by swapping buffers, so the
+    /// queue keeps `spare`'s capacity and nothing is allocated; returns the close request.
+    pub(super) fn drain_into(&self, spare: &mut Frames) -> Option<CloseReason> {
+        debug_assert!(spare.is_empty());
+        let mut state = self.state.lock();
+        state.bytes = 0;
+        std::mem::swap(&mut state.frames, spare);
+        state.closing
+    }
+
+    /// Empties a spare buffer after its frames were written, releasing it if a burst made it
+    /// large.
+    pub(super) fn recycle(spare: &mut Frames) {
+        if spare.capacity() > KEEP_SPARE_FRAMES {
+            *spare = Frames::new();
+        } else {
+            spare.clear();
+        }
     }
 
     pub(super) async fn wait(&self) {
@@ -131,32 +166,56 @@ mod tests {
     fn one_message_over_the_cap_is_dropped_not_fatal() {
         let outbox = Outbox::new(10);
         let before = OVERSIZED_DROPS.load(Ordering::Relaxed);
-        assert!(!outbox.push([Frame::Text("12345678901".into())]));
+        assert!(!outbox.push(&[Frame::Text("12345678901".into())]));
         assert!(OVERSIZED_DROPS.load(Ordering::Relaxed) > before);
         assert!(!outbox.is_closing(), "the client stays connected");
-        assert!(outbox.push([Frame::Text("1234567890".into())]));
+        assert!(outbox.push(&[Frame::Text("1234567890".into())]));
     }
 
     #[test]
     fn over_the_byte_limit_the_connection_closes_as_slow() {
         let outbox = Outbox::new(10);
-        assert!(outbox.push([Frame::Text("12345".into())]));
-        assert!(outbox.push([Frame::Binary(Bytes::from_static(b"12345"))]));
-        assert!(!outbox.push([Frame::Text("x".into())]));
+        assert!(outbox.push(&[Frame::Text("12345".into())]));
+        assert!(outbox.push(&[Frame::Binary(Bytes::from_static(b"12345"))]));
+        assert!(!outbox.push(&[Frame::Text("x".into())]));
         let (frames, closing) = outbox.drain();
         assert!(frames.is_empty(), "a slow consumer's backlog is dropped");
         assert_eq!(closing, Some(CloseReason::SlowConsumer));
-        assert!(!outbox.push([Frame::Text("x".into())]));
+        assert!(!outbox.push(&[Frame::Text("x".into())]));
     }
 
     #[test]
     fn close_keeps_queued_frames_and_first_reason() {
         let outbox = Outbox::new(100);
-        assert!(outbox.push([Frame::Text("41".into())]));
+        assert!(outbox.push(&[Frame::Text("41".into())]));
         outbox.close(CloseReason::ServerDisconnect);
         outbox.close(CloseReason::ShuttingDown);
         let (frames, closing) = outbox.drain();
         assert_eq!(frames.len(), 1);
         assert_eq!(closing, Some(CloseReason::ServerDisconnect));
+    }
+
+    #[test]
+    fn draining_swaps_buffers_so_a_busy_queue_reuses_them() {
+        let outbox = Outbox::new(1 << 20);
+        let mut spare = Frames::new();
+        for _ in 0..3 {
+            assert!(outbox.push(&[Frame::Text("42".into()), Frame::Text("43".into())]));
+        }
+        assert_eq!(outbox.drain_into(&mut spare), None);
+        assert_eq!(spare.len(), 6);
+        assert!(spare.spilled());
+        let capacity = spare.capacity();
+        Outbox::recycle(&mut spare);
+        // The next burst lands in the queue's old buffer; the one after that in `spare`'s.
+        for _ in 0..3 {
+            assert!(outbox.push(&[Frame::Text("42".into()), Frame::Text("43".into())]));
+        }
+        outbox.drain_into(&mut spare);
+        Outbox::recycle(&mut spare);
+        for _ in 0..3 {
+            assert!(outbox.push(&[Frame::Text("42".into()), Frame::Text("43".into())]));
+        }
+        assert_eq!(outbox.state.lock().frames.capacity(), capacity, "no new allocation");
     }
 }

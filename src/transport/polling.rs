@@ -11,13 +11,13 @@
 //! client sends `5` over the probed WebSocket, the WebSocket drains it after, so no packet is
 //! lost or sent twice.
 
+use super::outbox::Frames;
 use super::session::{Carrier, EngineSession};
 use super::{websocket, CloseReason, Engine, Frame, Outbox, TransportConfig};
 use crate::protocol::engineio::{encode_payload, PayloadPacket, PayloadPart, PayloadReader};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
@@ -351,7 +351,7 @@ impl PollingCarrier {
             let frames = if wait.is_some() {
                 outbox.drain().0
             } else {
-                VecDeque::new()
+                Frames::new()
             };
             let last = if reason == CloseReason::ClientClose {
                 NOOP
@@ -383,7 +383,7 @@ impl PollingCarrier {
 }
 
 /// A `GET` body: the queued frames (binary ones in base64), then `last`; a noop when empty.
-fn payload(frames: &VecDeque<Frame>, last: Option<&str>) -> String {
+fn payload(frames: &[Frame], last: Option<&str>) -> String {
     if frames.is_empty() && last.is_none() {
         return NOOP.into();
     }
@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn get_body_is_the_engine_io_payload() {
-        let frames: VecDeque<Frame> = [
+        let frames: Vec<Frame> = [
             Frame::Text("2".into()),
             Frame::Text("451-[\"b\",{\"_placeholder\":true,\"num\":0}]".into()),
             Frame::Binary(Bytes::from_static(&[1, 2, 3])),
@@ -423,7 +423,7 @@ mod tests {
             payload(&frames, None),
             "2\x1e451-[\"b\",{\"_placeholder\":true,\"num\":0}]\x1ebAQID"
         );
-        assert_eq!(payload(&VecDeque::new(), None), "6");
-        assert_eq!(payload(&VecDeque::new(), Some(CLOSE)), "1");
+        assert_eq!(payload(&[], None), "6");
+        assert_eq!(payload(&[], Some(CLOSE)), "1");
     }
 }

@@ -1,13 +1,15 @@
 //! One Engine.IO session, whatever carries it: heartbeat, connect deadline, Engine.IO control
 //! packets, and the switch from polling to WebSocket.
 
+use super::outbox::Frames;
 use super::polling::{PollingCarrier, PollingStep};
 use super::{CloseReason, Engine, Frame, Outbox, SessionHandle};
 use crate::protocol::engineio::{self, EnginePacket, PayloadPacket};
 use axum::extract::ws::{Utf8Bytes, WebSocket};
 use bytes::Bytes;
+use std::pin::Pin;
 use std::sync::Arc;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// A `message` packet from the client.
 #[derive(Debug)]
@@ -46,11 +48,17 @@ pub struct EngineSession {
     sid: Arc<str>,
     engine: Arc<Engine>,
     pub(super) outbox: Arc<Outbox>,
+    /// The buffer the outbox's frames are swapped into for writing (see [`Outbox::drain_into`]).
+    pub(super) spare: Frames,
     pub(super) carrier: Carrier,
     /// Kept for as long as the session lives (its connection's place under the connection cap).
     pub(super) held: Option<super::polling::Held>,
     heartbeat: Heartbeat,
     connect_deadline: Option<Instant>,
+    /// The one timer of the session, set to the next deadline. Kept rather than created per
+    /// wait: a session woken for every broadcast would otherwise register and cancel a timer
+    /// each time.
+    pub(super) timer: Pin<Box<Sleep>>,
 }
 
 impl EngineSession {
@@ -69,14 +77,17 @@ impl EngineSession {
             },
         );
         let now = Instant::now();
+        let first_ping = now + engine.config.ping_interval;
         EngineSession {
             sid,
             engine: engine.clone(),
             outbox,
+            spare: Frames::new(),
             carrier,
             held: None,
-            heartbeat: Heartbeat::PingAt(now + engine.config.ping_interval),
+            heartbeat: Heartbeat::PingAt(first_ping),
             connect_deadline: Some(now + engine.config.connect_timeout),
+            timer: Box::pin(tokio::time::sleep_until(first_ping)),
         }
     }
 
@@ -118,11 +129,11 @@ impl EngineSession {
                     self.held = Some(held);
                 }
                 PollingStep::Wait(shared) => {
-                    let (deadline, on_deadline) = self.next_deadline();
+                    let on_deadline = self.arm_timer();
                     tokio::select! {
                         () = self.outbox.wait() => {}
                         () = shared.woken() => {}
-                        () = tokio::time::sleep_until(deadline) => on_deadline(self)?,
+                        () = self.timer.as_mut() => on_deadline(self)?,
                     }
                 }
             }
@@ -148,14 +159,23 @@ impl EngineSession {
         }
     }
 
+    /// Sets the session's timer to the next deadline; returns what to do when it fires.
+    pub(super) fn arm_timer(&mut self) -> fn(&mut Self) -> Result<(), CloseReason> {
+        let (deadline, on_deadline) = self.next_deadline();
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        on_deadline
+    }
+
     /// The next timer to fire (ping, pong deadline or connect deadline) and what it does.
     #[allow(clippy::type_complexity)]
-    pub(super) fn next_deadline(&self) -> (Instant, fn(&mut Self) -> Result<(), CloseReason>) {
+    fn next_deadline(&self) -> (Instant, fn(&mut Self) -> Result<(), CloseReason>) {
         let heartbeat: (Instant, fn(&mut Self) -> Result<(), CloseReason>) = match self.heartbeat {
             Heartbeat::PingAt(at) => (at, |session| {
                 session
                     .outbox
-                    .push([Frame::Text(Utf8Bytes::from_static(engineio::PING))]);
+                    .push(&[Frame::Text(Utf8Bytes::from_static(engineio::PING))]);
                 session.heartbeat = Heartbeat::PongBy(Instant::now() + session.engine.config.ping_timeout);
                 Ok(())
             }),

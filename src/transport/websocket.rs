@@ -1,9 +1,11 @@
 //! The WebSocket carrier: one Engine.IO packet per frame, served by the session's task with one
-//! `select!` over the socket, the outbox and a single timer (next ping, pong deadline or connect
-//! deadline, whichever is first).
+//! `select!` over the socket, the outbox and the session's timer (next ping, pong deadline or
+//! connect deadline, whichever is first). Everything queued when the task wakes goes out in one
+//! write (tungstenite's 8 KiB write buffer; see `http::configure`): coalescing costs no
+//! latency, since nothing waits for more frames to arrive.
 
 use super::session::{Carrier, EngineSession};
-use super::{CloseReason, Engine, Frame, Held, Inbound};
+use super::{CloseReason, Engine, Frame, Held, Inbound, Outbox};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt as _;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ impl Engine {
     pub fn open_websocket(self: &Arc<Self>, ws: WebSocket, sid: Arc<str>, held: Option<Held>) -> EngineSession {
         let open = self.open_packet(&sid, false);
         let mut session = EngineSession::new(self, sid, Carrier::WebSocket(ws));
-        session.outbox.push([Frame::Text(open.into())]);
+        session.outbox.push(&[Frame::Text(open.into())]);
         session.held = held;
         session
     }
@@ -27,18 +29,22 @@ impl EngineSession {
     pub(super) async fn next_from_websocket(&mut self) -> Result<Inbound, CloseReason> {
         loop {
             self.flush_to_websocket().await?;
-            let (deadline, on_deadline) = self.next_deadline();
+            let on_deadline = self.arm_timer();
             let EngineSession {
                 carrier: Carrier::WebSocket(ws),
                 outbox,
+                timer,
                 ..
             } = self
             else {
                 return Err(CloseReason::TransportError);
             };
+            // The client's frames first, then the timer, then the queue: under a sustained
+            // broadcast flood the queue is always ready, and polling it first would leave pongs,
+            // client events and close frames unread until the ping timeout. Outbound frames
+            // cannot starve in turn: every call starts by writing what is queued.
             tokio::select! {
                 biased;
-                () = outbox.wait() => continue,
                 msg = ws.recv() => {
                     let msg = match msg {
                         None => return Err(CloseReason::TransportClose),
@@ -56,7 +62,8 @@ impl EngineSession {
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
-                () = tokio::time::sleep_until(deadline) => on_deadline(self)?,
+                () = timer.as_mut() => on_deadline(self)?,
+                () = outbox.wait() => {}
             }
         }
     }
@@ -73,17 +80,18 @@ impl EngineSession {
     /// Writes everything queued in one batch. A client that cannot take it within the
     /// slow-consumer timeout is not reading: it is closed rather than allowed to stall this task.
     async fn flush_to_websocket(&mut self) -> Result<(), CloseReason> {
-        let (frames, closing) = self.outbox().drain();
+        let closing = self.outbox.drain_into(&mut self.spare);
         let timeout = self.config().slow_consumer_timeout;
-        if !frames.is_empty() {
+        if !self.spare.is_empty() {
             let Carrier::WebSocket(ws) = &mut self.carrier else {
                 return Err(CloseReason::TransportError);
             };
-            match tokio::time::timeout(timeout, write_all(ws, frames)).await {
+            match tokio::time::timeout(timeout, write_all(ws, self.spare.drain(..))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(CloseReason::TransportError),
                 Err(_) => return Err(CloseReason::SlowConsumer),
             }
+            Outbox::recycle(&mut self.spare);
         }
         match closing {
             Some(reason) => Err(reason),
