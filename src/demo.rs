@@ -138,7 +138,7 @@ impl SocketHooks for Welcome {
     fn on_connect(&self, socket: &Arc<Socket>) {
         let mut rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
         rooms.sort();
-        let welcome = json!({ "node": self.node, "user": socket.data["user"], "rooms": rooms });
+        let welcome = json!({ "node": self.node, "user": socket.user, "rooms": rooms });
         socket.emit("welcome", vec![welcome], Vec::new());
     }
 }

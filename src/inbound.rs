@@ -117,7 +117,7 @@ impl SocketHooks for Forwarder {
             ("socket", socket.id.as_bytes().to_vec()),
             (
                 "user",
-                socket.data.get("user").unwrap_or(&Value::Null).to_string().into_bytes(),
+                socket.user.as_ref().unwrap_or(&Value::Null).to_string().into_bytes(),
             ),
             ("session", socket.session.as_deref().unwrap_or("").as_bytes().to_vec()),
             ("event", event.into_bytes()),

@@ -1,9 +1,10 @@
 //! Counters and gauges, rendered in the Prometheus text format on `/metrics`.
 //!
-//! Labelled counters live in one small locked map: they are touched per handshake or per bad
-//! packet, not per delivered message.
+//! Labelled counters live in one small map of atomics behind a read-write lock: a count takes
+//! the read side (shared by every worker) and one atomic add; only a label's first count takes
+//! the write side.
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -40,7 +41,7 @@ pub struct Metrics {
     pub pubsub_up: AtomicI64,
     /// Whether Redis sends the keyspace events revocation needs (1, 0, or -1 unknown).
     pub keyspace_notifications: AtomicI64,
-    labelled: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    labelled: RwLock<BTreeMap<(&'static str, &'static str), AtomicU64>>,
 }
 
 /// Help text for each counter family, in the order they are rendered.
@@ -116,11 +117,22 @@ const FAMILIES: &[(&str, &str)] = &[
 impl Metrics {
     pub fn inc(&self, family: &'static str, label: &'static str) {
         debug_assert!(FAMILIES.iter().any(|(f, _)| *f == family), "{family}");
-        *self.labelled.lock().entry((family, label)).or_default() += 1;
+        if let Some(count) = self.labelled.read().get(&(family, label)) {
+            count.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.labelled
+            .write()
+            .entry((family, label))
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn get(&self, family: &'static str, label: &'static str) -> u64 {
-        self.labelled.lock().get(&(family, label)).copied().unwrap_or(0)
+        self.labelled
+            .read()
+            .get(&(family, label))
+            .map_or(0, |count| count.load(Ordering::Relaxed))
     }
 
     pub fn render(&self) -> String {
@@ -172,11 +184,12 @@ impl Metrics {
         for (name, kind, help, value) in unlabelled {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
-        let labelled = self.labelled.lock();
+        let labelled = self.labelled.read();
         for (family, help) in FAMILIES {
             let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
             for ((f, label), v) in labelled.iter() {
                 if f == family {
+                    let v = v.load(Ordering::Relaxed);
                     let _ = writeln!(out, "{family}{{reason=\"{label}\"}} {v}");
                 }
             }

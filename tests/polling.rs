@@ -185,7 +185,7 @@ async fn a_logged_in_client_works_on_polling_alone() {
     let socket_id = client.connect().await;
     let nsp = s.server.gateway().namespace("/").unwrap();
     let socket = nsp.socket(&socket_id).expect("socket registered");
-    assert_eq!(socket.data, json!({"user": 42}));
+    assert_eq!(socket.data(), json!({"user": 42}));
     assert!(socket.rooms().iter().any(|r| &**r == "user:42"));
 
     // An event with an ack, text and binary, in one POST: acks come back in order.

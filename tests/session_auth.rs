@@ -43,7 +43,7 @@ async fn logged_in_user_connects_and_joins_own_user_and_session_rooms() {
         assert_eq!(members.len(), 1, "room {room}");
         assert_eq!(&*members[0].id, socket_id);
     }
-    assert_eq!(nsp.members("user:42")[0].data, serde_json::json!({"user": 42}));
+    assert_eq!(nsp.members("user:42")[0].data(), serde_json::json!({"user": 42}));
 
     // A broadcast to the user's room reaches the socket.
     let sent = nsp.broadcast(

@@ -877,7 +877,7 @@ fn remote_socket(socket: &Socket) -> Value {
             "auth": socket.auth,
         },
         "rooms": socket.rooms().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-        "data": socket.data,
+        "data": socket.data(),
     })
 }
 

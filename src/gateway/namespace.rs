@@ -68,17 +68,28 @@ impl Handshake {
     /// The query parameters of `url`, decoded.
     pub fn query(&self) -> Vec<(String, String)> {
         parse_query(self.url.split_once('?').map_or("", |(_, q)| q))
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
     }
 }
 
-/// `a=1&b=x%20y` → pairs, percent-decoded (`+` as space, as in a URL query).
-pub fn parse_query(query: &str) -> Vec<(String, String)> {
+/// `a=1&b=x%20y` → pairs, percent-decoded (`+` as space, as in a URL query). Borrowed where
+/// nothing needs decoding (every handshake's `EIO=4&transport=websocket`).
+pub fn parse_query(query: &str) -> Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+    fn decode(s: &str) -> std::borrow::Cow<'_, str> {
+        if !s.contains(['+', '%']) {
+            return s.into();
+        }
+        crate::auth::cookie::decode_value(&s.replace('+', " "))
+            .into_owned()
+            .into()
+    }
     query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| crate::auth::cookie::decode_value(&s.replace('+', " ")).into_owned();
             (decode(k), decode(v))
         })
         .collect()
@@ -89,8 +100,9 @@ pub fn parse_query(query: &str) -> Vec<(String, String)> {
 pub struct Socket {
     pub id: Arc<str>,
     pub nsp: Arc<str>,
-    /// `socket.data` as Node peers see it: `{"user": …}` for authenticated sockets.
-    pub data: Value,
+    /// The user of an authenticated socket (`passport.user`); Node peers see it as
+    /// `socket.data`, built by [`Socket::data`] when they ask.
+    pub user: Option<Value>,
     pub handshake: Arc<Handshake>,
     /// The CONNECT payload (`auth`).
     pub auth: Value,
@@ -99,8 +111,8 @@ pub struct Socket {
     outbox: Arc<Outbox>,
     /// Rooms this socket is in (a set: a peer may join it to thousands); `None` once it is gone.
     rooms: Mutex<Option<HashSet<Room>>>,
-    /// Acks this socket's client owes the server.
-    acks: Mutex<PendingAcks>,
+    /// Acks this socket's client owes the server (boxed: most sockets never owe one).
+    acks: Mutex<Option<Box<PendingAcks>>>,
 }
 
 impl Socket {
@@ -108,7 +120,7 @@ impl Socket {
         nsp: Arc<str>,
         id: Arc<str>,
         outbox: Arc<Outbox>,
-        data: Value,
+        user: Option<Value>,
         handshake: Arc<Handshake>,
         auth: Value,
         session: Option<Arc<str>>,
@@ -116,14 +128,22 @@ impl Socket {
         Arc::new(Socket {
             id,
             nsp,
-            data,
+            user,
             handshake,
             auth,
             session,
             outbox,
             rooms: Mutex::new(Some(HashSet::new())),
-            acks: Mutex::new(PendingAcks::default()),
+            acks: Mutex::new(None),
         })
+    }
+
+    /// `socket.data` as Node peers see it: `{"user": …}` for authenticated sockets, `{}` else.
+    pub fn data(&self) -> Value {
+        match &self.user {
+            Some(user) => serde_json::json!({ "user": user }),
+            None => serde_json::json!({}),
+        }
     }
 
     pub fn is_connected(&self) -> bool {
@@ -164,6 +184,7 @@ impl Socket {
     pub fn expect_ack(&self, id: u64, timeout: Duration, handler: AckHandler) -> bool {
         let now = Instant::now();
         let mut acks = self.acks.lock();
+        let acks = acks.get_or_insert_with(Default::default);
         if acks.by_id.len() >= acks.purge_at {
             acks.by_id.retain(|_, (deadline, _)| *deadline > now);
             acks.purge_at = (acks.by_id.len() * 2).max(16);
@@ -177,13 +198,13 @@ impl Socket {
 
     /// The handler waiting for ack `id`, if it has not expired.
     pub fn take_ack(&self, id: u64) -> Option<AckHandler> {
-        let (deadline, handler) = self.acks.lock().by_id.remove(&id)?;
+        let (deadline, handler) = self.acks.lock().as_mut()?.by_id.remove(&id)?;
         (deadline > Instant::now()).then_some(handler)
     }
 
     /// Acks this client owes (expired ones included until they are purged).
     pub fn pending_acks(&self) -> usize {
-        self.acks.lock().by_id.len()
+        self.acks.lock().as_ref().map_or(0, |acks| acks.by_id.len())
     }
 
     pub fn outbox(&self) -> &Arc<Outbox> {
@@ -218,7 +239,7 @@ struct RoomWatch {
 pub struct Namespace {
     pub name: Arc<str>,
     sockets: DashMap<Arc<str>, Arc<Socket>>,
-    rooms: DashMap<Room, HashMap<Arc<str>, Arc<Socket>>>,
+    rooms: DashMap<Room, Members>,
     /// Ids of server-to-client acks; shared by the namespace as in Node, so one broadcast can use
     /// one id for every socket.
     next_ack_id: AtomicU64,
@@ -286,12 +307,10 @@ impl Namespace {
             return;
         }
         match self.rooms.entry(room) {
-            dashmap::Entry::Occupied(mut members) => {
-                members.get_mut().insert(socket.id.clone(), socket.clone());
-            }
+            dashmap::Entry::Occupied(mut members) => members.get_mut().insert(socket),
             dashmap::Entry::Vacant(entry) => {
                 let room = entry.key().clone();
-                let _members = entry.insert(HashMap::from([(socket.id.clone(), socket.clone())]));
+                let _members = entry.insert(Members::One(socket.clone()));
                 self.room_event(|| RoomEvent::Created(room), false);
             }
         }
@@ -312,8 +331,7 @@ impl Namespace {
 
     fn remove_member(&self, room: &str, id: &str) {
         if let dashmap::Entry::Occupied(mut members) = self.rooms.entry(room.into()) {
-            members.get_mut().remove(id);
-            if members.get().is_empty() {
+            if members.get_mut().remove(id) {
                 self.room_event(|| RoomEvent::Deleted(members.key().clone()), false);
                 members.remove();
             }
@@ -378,7 +396,10 @@ impl Namespace {
     /// touch this namespace's maps).
     fn visit_members(&self, room: &str, visit: &mut impl FnMut(&Arc<Socket>)) {
         if let Some(members) = self.rooms.get(room) {
-            members.values().for_each(visit);
+            match &*members {
+                Members::One(socket) => visit(socket),
+                Members::Many(sockets) => sockets.values().for_each(visit),
+            }
             return;
         }
         // A socket id names the room of that one socket (unless it left it).
@@ -516,6 +537,55 @@ impl Namespace {
     }
 }
 
+/// The sockets of one room here. Most rooms have one member on a node (a user's own room, a
+/// session's room), and a map per room would cost each connection a few hundred bytes more.
+#[derive(Debug)]
+enum Members {
+    One(Arc<Socket>),
+    Many(HashMap<Arc<str>, Arc<Socket>>),
+}
+
+impl Members {
+    fn len(&self) -> usize {
+        match self {
+            Members::One(_) => 1,
+            Members::Many(sockets) => sockets.len(),
+        }
+    }
+
+    fn insert(&mut self, socket: &Arc<Socket>) {
+        match self {
+            Members::One(only) if only.id == socket.id => {}
+            Members::One(only) => {
+                let only = only.clone();
+                *self = Members::Many(HashMap::from([
+                    (only.id.clone(), only),
+                    (socket.id.clone(), socket.clone()),
+                ]));
+            }
+            Members::Many(sockets) => {
+                sockets.insert(socket.id.clone(), socket.clone());
+            }
+        }
+    }
+
+    /// Removes socket `id`; true when the room is now empty.
+    fn remove(&mut self, id: &str) -> bool {
+        match self {
+            Members::One(only) => &*only.id == id,
+            Members::Many(sockets) => {
+                sockets.remove(id);
+                if sockets.len() == 1 {
+                    if let Some(only) = sockets.values().next().cloned() {
+                        *self = Members::One(only);
+                    }
+                }
+                false
+            }
+        }
+    }
+}
+
 /// Below this many recipients a broadcast is queued on the calling task: splitting it would
 /// cost more than it saves (queuing one frame is a lock, a reference count and a wake-up).
 pub const SPREAD_AT: usize = 4096;
@@ -556,7 +626,7 @@ mod tests {
             nsp.name.clone(),
             id.into(),
             Arc::new(Outbox::new(1 << 20)),
-            json!({}),
+            None,
             Arc::default(),
             json!({}),
             None,

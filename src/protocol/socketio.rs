@@ -162,16 +162,20 @@ pub enum DecodeError {
 /// whose attachments are still arriving.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    pending: Option<(Packet, usize)>,
+    /// Boxed: a decoder lives as long as its connection and is almost always empty.
+    pending: Option<Box<(Packet, usize)>>,
 }
 
 impl Decoder {
     /// The packet whose attachments are arriving: its namespace and the attachment bytes
     /// received so far.
     pub fn pending(&self) -> Option<(&str, usize)> {
-        self.pending
-            .as_ref()
-            .map(|(packet, _)| (packet.nsp.as_str(), packet.attachments.iter().map(Bytes::len).sum()))
+        self.pending.as_ref().map(|pending| {
+            (
+                pending.0.nsp.as_str(),
+                pending.0.attachments.iter().map(Bytes::len).sum(),
+            )
+        })
     }
 
     /// Decodes a text message. `Ok(None)`: a binary packet header; its attachments follow.
@@ -183,16 +187,16 @@ impl Decoder {
         if expected == 0 {
             return Ok(Some(packet));
         }
-        self.pending = Some((packet, expected));
+        self.pending = Some(Box::new((packet, expected)));
         Ok(None)
     }
 
     /// Decodes a binary message: the next attachment of the pending packet.
     pub fn decode_binary(&mut self, data: Bytes) -> Result<Option<Packet>, DecodeError> {
-        let (mut packet, expected) = self.pending.take().ok_or(DecodeError::UnexpectedBinary)?;
+        let (mut packet, expected) = *self.pending.take().ok_or(DecodeError::UnexpectedBinary)?;
         packet.attachments.push(data);
         if packet.attachments.len() < expected {
-            self.pending = Some((packet, expected));
+            self.pending = Some(Box::new((packet, expected)));
             return Ok(None);
         }
         if let Some(data) = &packet.data {

@@ -55,6 +55,9 @@ pub struct EngineSession {
     pub(super) held: Option<super::polling::Held>,
     heartbeat: Heartbeat,
     connect_deadline: Option<Instant>,
+    /// When the next message must have arrived (the gateway waiting for a binary packet's
+    /// attachments), if it must.
+    message_deadline: Option<Instant>,
     /// The one timer of the session, set to the next deadline. Kept rather than created per
     /// wait: a session woken for every broadcast would otherwise register and cancel a timer
     /// each time.
@@ -87,6 +90,7 @@ impl EngineSession {
             held: None,
             heartbeat: Heartbeat::PingAt(first_ping),
             connect_deadline: Some(now + engine.config.connect_timeout),
+            message_deadline: None,
             timer: Box::pin(tokio::time::sleep_until(first_ping)),
         }
     }
@@ -103,6 +107,13 @@ impl EngineSession {
     /// A namespace is connected: the connect timeout no longer applies.
     pub fn namespace_connected(&mut self) {
         self.connect_deadline = None;
+    }
+
+    /// The next message must arrive by `at` (or, with `None`, whenever): past it [`Self::next`]
+    /// fails with [`CloseReason::ParseError`]. On the session's own timer, so waiting for a
+    /// message with a deadline needs no second timer in the caller's task.
+    pub fn set_message_deadline(&mut self, at: Option<Instant>) {
+        self.message_deadline = at;
     }
 
     /// Serves the session until the client sends a message, and returns it. Pings, pongs,
@@ -181,9 +192,13 @@ impl EngineSession {
             }),
             Heartbeat::PongBy(by) => (by, |_| Err(CloseReason::PingTimeout)),
         };
-        match self.connect_deadline {
+        let next: (Instant, fn(&mut Self) -> Result<(), CloseReason>) = match self.connect_deadline {
             Some(at) if at < heartbeat.0 => (at, |_| Err(CloseReason::ConnectTimeout)),
             _ => heartbeat,
+        };
+        match self.message_deadline {
+            Some(at) if at < next.0 => (at, |_| Err(CloseReason::ParseError)),
+            _ => next,
         }
     }
 

@@ -79,19 +79,37 @@ impl EngineSession {
 
     /// Writes everything queued in one batch. A client that cannot take it within the
     /// slow-consumer timeout is not reading: it is closed rather than allowed to stall this task.
+    /// The deadline is set on the session's timer only when the socket cannot take the batch at
+    /// once (rare): a write that completes costs no timer registration.
     async fn flush_to_websocket(&mut self) -> Result<(), CloseReason> {
         let closing = self.outbox.drain_into(&mut self.spare);
-        let timeout = self.config().slow_consumer_timeout;
         if !self.spare.is_empty() {
-            let Carrier::WebSocket(ws) = &mut self.carrier else {
+            let timeout = self.config().slow_consumer_timeout;
+            let EngineSession {
+                carrier: Carrier::WebSocket(ws),
+                spare,
+                timer,
+                ..
+            } = self
+            else {
                 return Err(CloseReason::TransportError);
             };
-            match tokio::time::timeout(timeout, write_all(ws, self.spare.drain(..))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(CloseReason::TransportError),
-                Err(_) => return Err(CloseReason::SlowConsumer),
-            }
-            Outbox::recycle(&mut self.spare);
+            let written = {
+                let mut write = std::pin::pin!(write_all(ws, spare.drain(..)));
+                match futures_util::poll!(write.as_mut()) {
+                    std::task::Poll::Ready(written) => written,
+                    std::task::Poll::Pending => {
+                        timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+                        tokio::select! {
+                            biased;
+                            written = write => written,
+                            () = timer.as_mut() => return Err(CloseReason::SlowConsumer),
+                        }
+                    }
+                }
+            };
+            written.map_err(|_| CloseReason::TransportError)?;
+            Outbox::recycle(spare);
         }
         match closing {
             Some(reason) => Err(reason),
@@ -112,7 +130,12 @@ impl EngineSession {
         } else {
             frames
         };
-        let Carrier::WebSocket(ws) = &mut self.carrier else {
+        let EngineSession {
+            carrier: Carrier::WebSocket(ws),
+            timer,
+            ..
+        } = self
+        else {
             return;
         };
         let bye = async {
@@ -123,7 +146,15 @@ impl EngineSession {
             };
             ws.send(Message::Close(Some(close))).await
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+        // The session's own timer bounds the goodbye: a second `Sleep` here would make every
+        // connection's task larger for a step it takes once.
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            _ = bye => {}
+            () = timer.as_mut() => {}
+        }
     }
 }
 
