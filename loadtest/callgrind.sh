@@ -8,6 +8,9 @@
 # start-up, the cluster subscription and shutdown cancel out:
 #   handshakes: connect-storm of S and of 2*S sockets            -> (Ir(2S) - Ir(S)) / S
 #   deliveries: fanout of one room of R sockets for D and 3*D s   -> (Ir(3D) - Ir(D)) / (deliveries(3D) - deliveries(D))
+# Calls into the allocator (malloc, calloc, realloc, aligned allocations) are counted the same
+# way, per handshake and per broadcast: a broadcast reaches R sockets, so an allocation per
+# recipient would show as R or more per broadcast.
 #
 #   loadtest/callgrind.sh BIN_DIR REDIS_URL OUT_MD [--smoke]
 set -euo pipefail
@@ -36,27 +39,50 @@ measure() {
     --out "$WORK/$name.jsonl" "$@" >/dev/null
   kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=
   local ir; ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$WORK/$name.out")
-  local delivered; delivered=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline()).get("delivered", 0))' "$WORK/$name.jsonl")
-  echo "$ir $delivered"
+  local counts; counts=$(python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readline()); print(r.get("delivered", 0), r.get("published", 0))' "$WORK/$name.jsonl")
+  echo "$ir $counts $(allocations "$WORK/$name.out")"
 }
 
-read -r hs1 _ < <(measure storm1 --scenario connect-storm --connections "$S" --concurrency 50)
-read -r hs2 _ < <(measure storm2 --scenario connect-storm --connections $((2 * S)) --concurrency 50)
-read -r fo1 d1 < <(measure fan1 --scenario fanout --connections "$R" --rooms 1 --rate 10 --duration "$D" --drain 5)
-read -r fo2 d2 < <(measure fan2 --scenario fanout --connections "$R" --rooms 1 --rate 10 --duration $((3 * D)) --drain 5)
+# allocations FILE: calls into the allocator recorded in a callgrind output file (names are
+# compressed to "(id) name" the first time and "(id)" after).
+allocations() {
+  python3 - "$1" <<'PY'
+import re, sys
+alloc = {"malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign"}
+names, total, callee = {}, 0, None
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"(c?fn)=\((\d+)\)(?: (.*))?", line)
+    if m:
+        if m.group(3):
+            names[m.group(2)] = m.group(3).strip()
+        callee = names.get(m.group(2), "") if m.group(1) == "cfn" else None
+    elif line.startswith("calls=") and callee is not None:
+        if callee.split("'")[0] in alloc:
+            total += int(line.split()[0][6:])
+        callee = None
+print(total)
+PY
+}
 
-python3 - "$S" "$hs1" "$hs2" "$d1" "$fo1" "$d2" "$fo2" "$OUT" <<'PY'
+read -r hs1 _ _ ha1 < <(measure storm1 --scenario connect-storm --connections "$S" --concurrency 50)
+read -r hs2 _ _ ha2 < <(measure storm2 --scenario connect-storm --connections $((2 * S)) --concurrency 50)
+read -r fo1 d1 p1 fa1 < <(measure fan1 --scenario fanout --connections "$R" --rooms 1 --rate 10 --duration "$D" --drain 5)
+read -r fo2 d2 p2 fa2 < <(measure fan2 --scenario fanout --connections "$R" --rooms 1 --rate 10 --duration $((3 * D)) --drain 5)
+
+python3 - "$S" "$R" "$hs1" "$hs2" "$d1" "$fo1" "$d2" "$fo2" "$ha1" "$ha2" "$fa1" "$fa2" "$p1" "$p2" "$OUT" <<'PY'
 import sys
-s, hs1, hs2, d1, fo1, d2, fo2 = (int(x) for x in sys.argv[1:8])
+s, r, hs1, hs2, d1, fo1, d2, fo2, ha1, ha2, fa1, fa2, p1, p2 = (int(x) for x in sys.argv[1:15])
 per_handshake = (hs2 - hs1) / s
 per_delivery = (fo2 - fo1) / (d2 - d1)
-with open(sys.argv[8], "w") as out:
+allocs_handshake = (ha2 - ha1) / s
+allocs_broadcast = (fa2 - fa1) / max(1, p2 - p1)
+with open(sys.argv[15], "w") as out:
     out.write("## Instructions (callgrind, wsgate only)\n\n")
     out.write("User-space instructions the server executes, counted by `valgrind --tool=callgrind`; repeatable "
               "on a busy machine, so compare these between runs (`loadtest/callgrind.sh`). Each is the difference "
               "of two runs that differ only in size.\n\n")
-    out.write("| figure | instructions | from |\n|---|---|---|\n")
-    out.write(f"| per handshake (upgrade, cookie, session GET, CONNECT, rooms) | {per_handshake:,.0f} | connect-storm of {s:,} and {2*s:,} sockets |\n")
-    out.write(f"| per delivered frame (one room, Redis broadcast to every member) | {per_delivery:,.0f} | {d2-d1:,} deliveries more in the longer of two fan-out runs |\n\n")
-print(f"callgrind: {per_handshake:,.0f} instructions per handshake, {per_delivery:,.0f} per delivery")
+    out.write("| figure | instructions | allocations | from |\n|---|---|---|---|\n")
+    out.write(f"| per handshake (upgrade, cookie, session GET, CONNECT, rooms) | {per_handshake:,.0f} | {allocs_handshake:,.1f} | connect-storm of {s:,} and {2*s:,} sockets |\n")
+    out.write(f"| per delivered frame (one room of {r:,}, a Redis broadcast to every member) | {per_delivery:,.0f} | {allocs_broadcast / r:,.3f} ({allocs_broadcast:,.0f} per broadcast of {r:,} frames) | {d2-d1:,} deliveries more in the longer of two fan-out runs |\n\n")
+print(f"callgrind: {per_handshake:,.0f} instructions and {allocs_handshake:,.1f} allocations per handshake; {per_delivery:,.0f} instructions per delivery, {allocs_broadcast:,.0f} allocations per broadcast to {r:,}")
 PY
