@@ -59,7 +59,8 @@ async fn pongs_are_served_during_a_broadcast_flood() {
             if socket.outbox().queued_bytes() < 256 << 10 {
                 sent += nsp.broadcast(&[] as &[&str], &[] as &[&str], &packet) as u64;
             } else {
-                std::thread::yield_now();
+                // Not a spin: the two cores are shared with the server and the client.
+                std::thread::sleep(Duration::from_micros(100));
             }
         }
         sent
@@ -100,7 +101,10 @@ async fn pongs_are_served_during_a_broadcast_flood() {
         "the flood was sustained: {ticks} of {sent} broadcasts read"
     );
     // About one per 250 ms on an idle machine; a starved session sends none or one.
-    assert!(pings >= 3, "pings kept coming during the flood: {pings}");
+    assert!(
+        pings >= 3,
+        "pings kept coming during the flood: {pings} ({ticks} ticks read)"
+    );
     let answered = probe_answered.expect("the client's packet was read and answered during the flood");
     assert!(answered < Duration::from_millis(1500), "answered after {answered:?}");
     assert_eq!(nsp_count(&server), 1, "still connected");
