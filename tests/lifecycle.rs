@@ -160,7 +160,9 @@ async fn socket_activity_touches_the_session_at_most_once_per_interval() {
     let redis = Redis::start().await;
     // Written as express-session does: cookie.originalMaxAge 3,600,000 ms, EX 3600.
     redis.login(SID, "42").await;
-    let server = gateway(&redis.url(), &["--touch-sessions", "400"]).await;
+    // Revalidation off: starting at a random point of its interval, it could close the socket
+    // after the DEL below, before the touch this test waits for.
+    let server = gateway(&redis.url(), &["--touch-sessions", "400", "--revalidate-interval", "0"]).await;
     let key = format!("sess:{SID}");
     let ttl = || async { redis.cmd::<i64>(&["TTL", &key]).await };
     let (mut client, _) = Client::connect_as(server.local_addr(), &cookie_for(SID, SECRET)).await;
