@@ -668,10 +668,11 @@ pub fn from_client_value(value: &Json, attachments: &[Bytes]) -> Mp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
+    /// Bytes from a hex dump (whitespace ignored), as captured from Node peers.
+    pub(in crate::protocol) fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
         (0..s.len())
             .step_by(2)

@@ -34,6 +34,9 @@ enum Heartbeat {
     PongBy(Instant),
 }
 
+/// What a session does when its timer fires: send a ping, or end with the reason.
+pub(super) type OnDeadline = fn(&mut EngineSession) -> Result<(), CloseReason>;
+
 /// What carries the session now. Not boxed: nearly every session ends up on a WebSocket, and the
 /// session lives inside its task's future either way.
 #[allow(clippy::large_enum_variant)]
@@ -171,7 +174,7 @@ impl EngineSession {
     }
 
     /// Sets the session's timer to the next deadline; returns what to do when it fires.
-    pub(super) fn arm_timer(&mut self) -> fn(&mut Self) -> Result<(), CloseReason> {
+    pub(super) fn arm_timer(&mut self) -> OnDeadline {
         let (deadline, on_deadline) = self.next_deadline();
         if self.timer.deadline() != deadline {
             self.timer.as_mut().reset(deadline);
@@ -180,9 +183,8 @@ impl EngineSession {
     }
 
     /// The next timer to fire (ping, pong deadline or connect deadline) and what it does.
-    #[allow(clippy::type_complexity)]
-    fn next_deadline(&self) -> (Instant, fn(&mut Self) -> Result<(), CloseReason>) {
-        let heartbeat: (Instant, fn(&mut Self) -> Result<(), CloseReason>) = match self.heartbeat {
+    fn next_deadline(&self) -> (Instant, OnDeadline) {
+        let heartbeat: (Instant, OnDeadline) = match self.heartbeat {
             Heartbeat::PingAt(at) => (at, |session| {
                 session
                     .outbox
@@ -192,7 +194,7 @@ impl EngineSession {
             }),
             Heartbeat::PongBy(by) => (by, |_| Err(CloseReason::PingTimeout)),
         };
-        let next: (Instant, fn(&mut Self) -> Result<(), CloseReason>) = match self.connect_deadline {
+        let next: (Instant, OnDeadline) = match self.connect_deadline {
             Some(at) if at < heartbeat.0 => (at, |_| Err(CloseReason::ConnectTimeout)),
             _ => heartbeat,
         };

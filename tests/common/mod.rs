@@ -36,6 +36,23 @@ pub async fn wait_for_redis(port: u16) {
     panic!("redis-server did not start on port {port}");
 }
 
+/// A `redis-server` on `port` of 127.0.0.1 that keeps nothing on disk (later arguments, such as
+/// `--appendonly yes`, override these).
+fn redis_server(port: u16) -> Command {
+    let mut command = Command::new("redis-server");
+    command.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    command
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -55,17 +72,7 @@ impl Redis {
 
     /// A redis-server with extra configuration (e.g. `--maxmemory`).
     pub async fn start_with(port: u16, extra: &[&str]) -> Redis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let child = redis_server(port)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -548,17 +555,7 @@ impl RedisCluster {
             .iter()
             .map(|port| {
                 Some(
-                    Command::new("redis-server")
-                        .args([
-                            "--port",
-                            &port.to_string(),
-                            "--bind",
-                            "127.0.0.1",
-                            "--save",
-                            "",
-                            "--appendonly",
-                            "no",
-                        ])
+                    redis_server(*port)
                         .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
                         .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
                         .arg("--dir")

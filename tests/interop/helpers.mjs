@@ -1,5 +1,6 @@
 // Shared helpers for the interop tests: real redis-server, real wsgate processes, a real Express
 // app with express-session + connect-redis + passport.
+import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -346,4 +347,18 @@ export function echoHandlers(server) {
       socket.on("kick-me", () => socket.disconnect());
     });
   }
+}
+
+/// In a mixed cluster (Node socket.io and two gateway nodes, `g1` and `g2` being cluster-node
+/// processes): a gateway's broadcast reaches the Node client and every gateway client, binary
+/// included, and a room broadcast reaches the Node client in that room ("node-room").
+export async function gatewayBroadcastsReachEveryone({ g1, g2, nodeClient, clients }) {
+  let got = Promise.all([nodeClient, ...clients].map((c) => nextEvent(c, "from-gateway")));
+  g1.broadcast({ event: "from-gateway", args: [1, "two", { $binary: "AQID" }] });
+  for (const [one, two, bin] of await got) {
+    assert.deepEqual([one, two, [...bin]], [1, "two", [1, 2, 3]]);
+  }
+  got = nextEvent(nodeClient, "room-from-gateway");
+  g2.broadcast({ rooms: ["node-room"], event: "room-from-gateway", args: [true] });
+  assert.deepEqual(await got, [true]);
 }
