@@ -34,6 +34,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "chat backend: reading {} as {}/{}",
         args.stream, args.group, args.consumer
     );
-    wsgate::inbound::run_chat(reader, emitter, &args.stream, &args.group, &args.consumer).await?;
+    wsgate::demo::run_chat(reader, emitter, &args.stream, &args.group, &args.consumer).await?;
     Ok(())
 }

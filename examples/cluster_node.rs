@@ -43,9 +43,10 @@ fn to_msgpack(value: &Value) -> rmpv::Value {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = wsgate::config::Cli::parse();
-    wsgate::config::init_logging(cli.serve.log_format);
-    let (gateway, http, cluster) = cli.serve.build()?;
-    let server = wsgate::Server::start(cli.serve.listen, gateway, http, Some(cluster)).await?;
+    wsgate::config::init_logging(cli.serve.operations.log_format);
+    let settings = cli.serve.build()?;
+    let server =
+        wsgate::Server::start(settings.listen, settings.gateway, settings.http, Some(settings.cluster)).await?;
     let cluster = server.cluster().expect("started with a cluster").clone();
     println!("listening on {}", server.local_addr());
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();

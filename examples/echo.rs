@@ -73,6 +73,7 @@ async fn main() -> std::io::Result<()> {
             ..Default::default()
         },
         metrics: Default::default(),
+        tasks: Default::default(),
     };
     // Both transports, as engine.io serves them by default.
     let server = wsgate::Server::start(args.listen, config, HttpOptions::default(), None).await?;

@@ -8,11 +8,12 @@
 //! Demo only: the secret is kept in that Redis so joining nodes can verify the same cookies.
 //! It uses the gateway's public API and nothing inside it.
 
-use crate::auth::{SessionAuth, SessionSecrets, SessionStore};
+use crate::auth::SessionSecrets;
 use crate::cluster::Emitter;
-use crate::gateway::{GatewayConfig, RoomTemplates, Socket, SocketHooks};
-use crate::http::HttpOptions;
-use crate::transport::TransportConfig;
+use crate::config::duration::OffIfZero;
+use crate::config::{DemoArgs, ServeArgs};
+use crate::gateway::{Socket, SocketHooks};
+use crate::tasks::TaskKind;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -20,7 +21,7 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use base64::Engine as _;
 use rand::RngCore as _;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,19 +32,6 @@ const COOKIE: &str = "connect.sid";
 /// The demo's inbound stream: its chat messages.
 const CHAT_STREAM: &str = "wsgate:demo:inbound";
 const SESSION_TTL: u64 = 86_400;
-
-#[derive(Debug, clap::Args)]
-pub struct DemoArgs {
-    /// Address to serve the demo on.
-    #[arg(long, default_value = "127.0.0.1:3000")]
-    pub listen: SocketAddr,
-    /// A Redis to use instead of starting one (required with --join).
-    #[arg(long)]
-    pub redis_url: Option<String>,
-    /// Join the demo already running on --redis-url as a second node.
-    #[arg(long, requires = "redis_url")]
-    pub join: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -56,7 +44,9 @@ pub enum DemoError {
     #[error("no wsgate demo runs on that Redis (start one with `wsgate demo` first)")]
     NothingToJoin,
     #[error("cannot listen on {0}: {1}")]
-    Listen(SocketAddr, std::io::Error),
+    Listen(SocketAddr, #[source] std::io::Error),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// A `redis-server` child on a free port, stopped with this process (also when it is killed).
@@ -127,12 +117,13 @@ struct Demo {
 /// events to the inbound stream (the chat).
 struct Welcome {
     node: String,
-    forwarder: Arc<crate::inbound::Forwarder>,
+    /// The inbound stream writer the flags set up.
+    forward: Arc<dyn SocketHooks>,
 }
 
 impl SocketHooks for Welcome {
     fn on_event(&self, socket: &Arc<Socket>, packet: crate::protocol::socketio::Packet) -> bool {
-        self.forwarder.on_event(socket, packet)
+        self.forward.on_event(socket, packet)
     }
 
     fn on_connect(&self, socket: &Arc<Socket>) {
@@ -173,91 +164,54 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             .await?;
         secret
     };
-    let secrets = SessionSecrets::new(vec![secret.into_bytes()]).ok_or(DemoError::NothingToJoin)?;
+    let secrets = SessionSecrets::new(vec![secret.clone().into_bytes()]).ok_or(DemoError::NothingToJoin)?;
     let node = args.listen.to_string();
     let demo = Arc::new(Demo {
         redis: redis.clone(),
-        secrets: secrets.clone(),
+        secrets,
         emitter: Emitter::new(redis.clone(), "socket.io"),
         node: node.clone(),
     });
-    let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+    // The demo is `wsgate` with a few flags changed, built by the same conversion.
+    let mut flags = ServeArgs::defaults();
+    flags.listener.listen = args.listen;
+    flags.cluster.redis.redis_url = vec![url.clone()];
+    flags.cluster.configure_keyspace_events = true;
+    flags.sessions.session_secrets = vec![secret];
+    flags.sessions.revalidate_interval = OffIfZero(Some(Duration::from_secs(5)));
+    flags.clients.allow_join = vec!["demo:*".into()];
+    flags.inbound.inbound_stream = CHAT_STREAM.into();
+    flags.inbound.inbound_maxlen = 10_000;
+    flags.inbound.inbound_events = vec!["chat".into()];
+    let mut settings = flags.build()?;
     // Every node reads the chat: the consumer group hands each message to one of them.
     // Its blocking reads get a connection of their own.
     let reader = crate::inbound::reader_connection(&client).await?;
-    let chat = tokio::spawn({
+    let tasks = settings.gateway.tasks.clone();
+    let chat = tasks.spawn(TaskKind::Application, {
         let (emitter, consumer) = (Emitter::new(redis.clone(), "socket.io"), node.clone());
         async move {
-            if let Err(err) = crate::inbound::run_chat(reader, emitter, CHAT_STREAM, "demo-chat", &consumer).await {
+            if let Err(err) = run_chat(reader, emitter, CHAT_STREAM, "demo-chat", &consumer).await {
                 tracing::warn!(error = %err, "the demo's chat backend stopped");
             }
         }
     });
-    let config = GatewayConfig {
-        namespaces: vec!["/".into()],
-        auth: Some(SessionAuth {
-            cookie_name: COOKIE.into(),
-            secrets,
-            store: SessionStore::new(
-                redis.clone(),
-                "sess:".into(),
-                "/passport/user".into(),
-                Duration::from_secs(2),
-            ),
-            grace: None,
-        }),
-        rooms: RoomTemplates::default(),
-        transport: TransportConfig::default(),
-        hooks: Arc::new(Welcome {
-            node: node.clone(),
-            forwarder: crate::inbound::Forwarder::start(
-                crate::inbound::InboundOptions {
-                    stream: CHAT_STREAM.into(),
-                    max_len: 10_000,
-                    events: vec!["chat".into()],
-                    node: node.clone(),
-                    queue: 1_000,
-                },
-                redis.clone().into(),
-                metrics.clone(),
-            ),
-        }),
-        revalidate_interval: Some(Duration::from_secs(5)),
-        touch_interval: None,
-        policy: crate::gateway::ClientPolicy {
-            allow_join: vec![crate::gateway::RoomPattern::parse("demo:*")],
-            ..Default::default()
-        },
-        metrics: metrics.clone(),
-    };
-    let app = Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .route("/me", get(me))
-        .route("/login", post(login))
-        .route("/logout", post(logout))
-        .with_state(demo.clone());
-    let http = HttpOptions {
-        app: Some(app),
-        ..HttpOptions::default()
-    };
-    let cluster = crate::ClusterOptions {
-        redis: crate::redis_connection::RedisTarget {
-            urls: vec![url.clone()],
-            cluster: false,
-        },
-        publisher: redis.into(),
-        prefix: "socket.io".into(),
-        max_ack_timeout: Duration::from_secs(60),
-        keyspace: Some(crate::KeyspaceOptions {
-            session_prefix: "sess:".into(),
-            configure: true,
-        }),
-        protocol: crate::cluster::AdapterProtocol::Classic,
-    };
-    let server = crate::Server::start(args.listen, config, http, Some(cluster))
+    settings.gateway.hooks = Arc::new(Welcome {
+        node: node.clone(),
+        forward: settings.gateway.hooks.clone(),
+    });
+    settings.http.app = Some(
+        Router::new()
+            .route("/", get(|| async { Html(PAGE) }))
+            .route("/me", get(me))
+            .route("/login", post(login))
+            .route("/logout", post(logout))
+            .with_state(demo.clone()),
+    );
+    let server = crate::Server::start(settings.listen, settings.gateway, settings.http, Some(settings.cluster))
         .await
         .map_err(|e| DemoError::Listen(args.listen, e))?;
-    let publisher = (!args.join).then(|| tokio::spawn(publish(demo.clone())));
+    let publisher = (!args.join).then(|| tasks.spawn(TaskKind::Application, publish(demo.clone())));
     println!("wsgate demo: open http://{} in a browser", server.local_addr());
     if embedded.is_some() {
         println!("  Redis: {url} (embedded: no persistence, stopped with this demo)");
@@ -419,6 +373,35 @@ fn iso_date(epoch_ms: u64) -> String {
 }
 
 const PAGE: &str = include_str!("demo.html");
+
+/// The chat of the demo and of `examples/chat_backend.rs`: every `chat` event
+/// `{"room": …, "text": …}` is sent to that room as `chat` `{"user", "room", "text"}`, through
+/// the cluster emitter, so every member on every node gets it. Runs until the connection fails.
+/// `redis` must be a connection of its own ([`crate::inbound::reader_connection`]), not the emitter's.
+pub async fn run_chat(
+    mut redis: redis::aio::ConnectionManager,
+    emitter: crate::cluster::Emitter,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+) -> redis::RedisResult<()> {
+    crate::inbound::create_group(&mut redis, stream, group).await?;
+    loop {
+        let events = crate::inbound::read_events(&mut redis, stream, group, consumer, 100, 5000).await?;
+        for event in events.iter().filter(|e| e.event == "chat") {
+            let message = event.args.first().cloned().unwrap_or(Value::Null);
+            let (Some(room), Some(text)) = (message["room"].as_str(), message["text"].as_str()) else {
+                continue;
+            };
+            let reply = json!({ "user": event.user, "room": room, "text": text });
+            let arg = crate::protocol::adapter::from_client_value(&reply, &[]);
+            if let Err(err) = emitter.of(&event.nsp).to(room).emit("chat", vec![arg]).await {
+                tracing::warn!(error = %err, "chat message not published");
+            }
+        }
+        crate::inbound::ack_events(&mut redis, stream, group, &events).await?;
+    }
+}
 
 #[cfg(test)]
 mod tests {

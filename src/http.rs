@@ -6,12 +6,12 @@
 //! its session. Everything after that is the transport's and the gateway's.
 
 use crate::auth::OriginPolicy;
-use crate::gateway::{parse_query, Gateway, Handshake, PendingAuth};
-use crate::listener::ConnectionSlot;
-use crate::metrics::OncePerMinute;
+use crate::gateway::{Gateway, PendingAuth};
+use crate::metrics::{Auth, Handshake as HandshakeOutcome, Label, OncePerMinute, PollingRefused, Upgrade};
 use crate::protocol::engineio::{check_handshake, HandshakeError, TransportKind};
+use crate::protocol::handshake::{parse_query, Handshake};
 use crate::protocol::new_id;
-use crate::transport::{CloseReason, PollError, SessionHandle, TransportConfig};
+use crate::transport::{CloseReason, ConnectionPermit, PollError, SessionHandle, TransportConfig};
 use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -232,7 +232,7 @@ struct Request {
     /// The scheme the browser used: `http`, or with `--trust-proxy` what `X-Forwarded-Proto` says.
     scheme: &'static str,
     /// The connection's place under the connection cap; an upgraded WebSocket keeps it.
-    slot: Option<ConnectionSlot>,
+    slot: Option<ConnectionPermit>,
 }
 
 impl Request {
@@ -266,8 +266,9 @@ impl AppState {
 
     /// Counts a refused request on an existing session and logs why: the first of each minute
     /// at info (so a misconfigured balancer shows up), the rest at debug.
-    fn refuse(&self, reason: &'static str, req: &Request, detail: &str) {
-        self.gateway.metrics.inc("wsgate_polling_refused_total", reason);
+    fn refuse(&self, reason: PollingRefused, req: &Request, detail: &str) {
+        self.gateway.metrics.inc(reason);
+        let reason = reason.as_str();
         if self.refusal_log.first_this_minute() {
             tracing::info!(reason, peer = %req.peer, method = %req.method, "request refused: {detail} (more refusals this minute are logged at debug)");
         } else {
@@ -276,7 +277,7 @@ impl AppState {
     }
 
     fn poll_error(&self, err: PollError, req: &Request) -> Response {
-        self.refuse(err.reason(), req, &err.to_string());
+        self.refuse(PollingRefused::from(&err), req, &err.to_string());
         handshake_error(match err {
             PollError::Closed => HandshakeError::SessionIdUnknown,
             PollError::Upgraded | PollError::Overlap(_) | PollError::Malformed(_) => HandshakeError::BadRequest,
@@ -292,7 +293,7 @@ async fn socket_endpoint(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
-    slot: Option<Extension<ConnectionSlot>>,
+    slot: Option<Extension<ConnectionPermit>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     body: Body,
 ) -> Response {
@@ -301,7 +302,7 @@ async fn socket_endpoint(
         None => None,
         Some(Ok(origin)) => Some(origin.to_owned()),
         Some(Err(_)) => {
-            state.gateway.metrics.inc("wsgate_handshakes_total", "origin_rejected");
+            state.gateway.metrics.inc(HandshakeOutcome::OriginRejected);
             tracing::info!(peer = %peer, "request refused: unreadable Origin header");
             return handshake_error(HandshakeError::Forbidden);
         }
@@ -353,7 +354,7 @@ async fn socket_endpoint(
 fn preflight(state: &AppState, req: &Request) -> Response {
     if req.origin.is_none() || !req.origin_allowed(&state.options.origins) {
         state.refuse(
-            "origin_rejected",
+            PollingRefused::OriginRejected,
             req,
             "CORS preflight from an origin that is not allowed",
         );
@@ -383,7 +384,7 @@ async fn route(
     let transport = match TransportKind::parse(param("transport"), &state.options.transports) {
         Ok(transport) => transport,
         Err(err) => {
-            state.gateway.metrics.inc("wsgate_handshakes_total", "bad_request");
+            state.gateway.metrics.inc(HandshakeOutcome::BadRequest);
             return handshake_error(err);
         }
     };
@@ -396,7 +397,7 @@ async fn route(
                 // should not carry that much room while it waits.
                 Ok(()) => Box::pin(new_session(state, req, transport, upgrade)).await,
                 Err(err) => {
-                    state.gateway.metrics.inc("wsgate_handshakes_total", "bad_request");
+                    state.gateway.metrics.inc(HandshakeOutcome::BadRequest);
                     handshake_error(err)
                 }
             }
@@ -418,7 +419,7 @@ async fn new_session(
         .max_connections
         .is_some_and(|max| gateway.connection_count() >= max)
     {
-        gateway.metrics.inc("wsgate_handshakes_total", "over_capacity");
+        gateway.metrics.inc(HandshakeOutcome::OverCapacity);
         tracing::warn!(peer = %peer, "handshake refused: --max-connections reached");
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -430,14 +431,15 @@ async fn new_session(
     // Admission: a reconnect storm is spread out (clients back off on 503) instead of piling
     // handshakes and session lookups onto this node and Redis.
     let busy = if gateway.lookups_in_flight() >= state.options.max_pending_lookups {
-        Some("lookups_pending")
+        Some(HandshakeOutcome::LookupsPending)
     } else if !state.take_handshake() {
-        Some("rate_limited")
+        Some(HandshakeOutcome::RateLimited)
     } else {
         None
     };
     if let Some(reason) = busy {
-        gateway.metrics.inc("wsgate_handshakes_total", reason);
+        gateway.metrics.inc(reason);
+        let reason = reason.as_str();
         tracing::debug!(peer = %peer, reason, "handshake refused: server busy (--max-handshakes-per-second, --max-pending-lookups)");
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -447,7 +449,7 @@ async fn new_session(
     }
 
     if !req.origin_allowed(&state.options.origins) {
-        gateway.metrics.inc("wsgate_handshakes_total", "origin_rejected");
+        gateway.metrics.inc(HandshakeOutcome::OriginRejected);
         tracing::info!(origin = req.origin.as_deref().unwrap_or(""), peer = %peer, "handshake refused: Origin not allowed (add it with --allowed-origin)");
         return handshake_error(HandshakeError::Forbidden);
     }
@@ -462,8 +464,8 @@ async fn new_session(
         (Some(auth), true) => match auth.authenticate(cookies.iter().map(String::as_str)).await {
             Ok(identity) => PendingAuth::Decided(Some(Ok(identity))),
             Err(err) => {
-                gateway.metrics.inc("wsgate_auth_total", err.reason());
-                gateway.metrics.inc("wsgate_handshakes_total", "auth_rejected");
+                gateway.metrics.inc(Auth::from(&err));
+                gateway.metrics.inc(HandshakeOutcome::AuthRejected);
                 let status = match err {
                     crate::auth::AuthError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::UNAUTHORIZED,
@@ -485,9 +487,9 @@ async fn new_session(
     let gateway = gateway.clone();
     let mut response = match (transport, upgrade) {
         (TransportKind::WebSocket, Ok(upgrade)) => {
-            gateway.metrics.inc("wsgate_handshakes_total", "upgraded");
+            gateway.metrics.inc(HandshakeOutcome::Upgraded);
             // The connection's place under the cap lives as long as the session.
-            let held = req.slot.clone().map(|slot| Box::new(slot) as crate::transport::Held);
+            let held = req.slot.clone();
             // Boxed: axum's upgrade task keeps the callback's captures for the connection's
             // whole life, so 8 bytes stay behind instead of 224.
             let start = Box::new((engine, sid, held, handshake, pending));
@@ -500,7 +502,7 @@ async fn new_session(
         }
         (TransportKind::WebSocket, Err(_)) => handshake_error(HandshakeError::BadRequest),
         (TransportKind::Polling, _) => {
-            gateway.metrics.inc("wsgate_handshakes_total", "polling");
+            gateway.metrics.inc(HandshakeOutcome::Polling);
             let upgrades = state.options.transports.contains(&TransportKind::WebSocket);
             let (session, open) = engine.open_polling(sid, upgrades);
             tokio::spawn(gateway.serve(session, Arc::new(handshake), Box::new(pending)));
@@ -524,7 +526,7 @@ async fn existing_session(
 ) -> Response {
     let Some(session) = state.gateway.engine().lookup(sid) else {
         state.refuse(
-            "unknown_sid",
+            PollingRefused::UnknownSid,
             req,
             "unknown session id: the session ended, or the load balancer sent the request to a node that does not hold it (make it sticky: nginx ip_hash, or --sticky-cookie)",
         );
@@ -532,13 +534,17 @@ async fn existing_session(
     };
     let upgrading = transport == TransportKind::WebSocket && upgrade.is_ok();
     if !upgrading && transport != session.transport() {
-        state.refuse("transport_mismatch", req, "the session is on the other transport");
+        state.refuse(
+            PollingRefused::TransportMismatch,
+            req,
+            "the session is on the other transport",
+        );
         return handshake_error(HandshakeError::BadRequest);
     }
     // A cross-site page must not be able to read or inject packets of someone's session.
     if !req.origin_allowed(&state.options.origins) {
         state.refuse(
-            "origin_rejected",
+            PollingRefused::OriginRejected,
             req,
             "Origin not allowed (add it with --allowed-origin)",
         );
@@ -556,20 +562,20 @@ fn upgrade_session(
     state: &Arc<AppState>,
     session: SessionHandle,
     upgrade: WebSocketUpgrade,
-    slot: Option<ConnectionSlot>,
+    slot: Option<ConnectionPermit>,
 ) -> Response {
     let metrics = state.gateway.metrics.clone();
     let timeout = state.gateway.transport().upgrade_timeout;
     configure(upgrade, state.gateway.transport()).on_upgrade(move |ws| async move {
         let outcome = match session.polling {
             // The connection's place under the cap moves with the WebSocket into the session.
-            Some(polling) => polling.upgrade(ws, timeout, Box::new(slot)).await,
+            Some(polling) => polling.upgrade(ws, timeout, slot).await,
             None => {
                 drop(ws);
-                Err("not_polling")
+                Err(crate::transport::UpgradeError::NotPolling)
             }
         };
-        metrics.inc("wsgate_upgrades_total", outcome.err().unwrap_or("upgraded"));
+        metrics.inc(outcome.map_or_else(Upgrade::from, |()| Upgrade::Upgraded));
     })
 }
 
@@ -586,7 +592,11 @@ async fn poll(state: &Arc<AppState>, req: &Request, session: SessionHandle, body
             // engine.io 6 takes binary only as base64 text in a v4 payload.
             if req.header(header::CONTENT_TYPE) == Some("application/octet-stream") {
                 polling.fail(CloseReason::ParseError);
-                state.refuse("binary_body", req, "binary POST body (EIO=4 payloads are text)");
+                state.refuse(
+                    PollingRefused::BinaryBody,
+                    req,
+                    "binary POST body (EIO=4 payloads are text)",
+                );
                 return handshake_error(HandshakeError::BadRequest);
             }
             let max = state.gateway.transport().max_payload;
@@ -603,7 +613,7 @@ async fn poll(state: &Arc<AppState>, req: &Request, session: SessionHandle, body
             let Some(body) = body else {
                 polling.fail(CloseReason::PayloadTooLarge);
                 state.refuse(
-                    "payload_too_large",
+                    PollingRefused::PayloadTooLarge,
                     req,
                     "POST body larger than --max-payload, or cut short; the session is closed",
                 );
@@ -616,7 +626,7 @@ async fn poll(state: &Arc<AppState>, req: &Request, session: SessionHandle, body
             }
         }
         _ => {
-            state.refuse("bad_method", req, "a polling request must be GET or POST");
+            state.refuse(PollingRefused::BadMethod, req, "a polling request must be GET or POST");
             handshake_error(HandshakeError::BadRequest)
         }
     }
@@ -658,16 +668,5 @@ fn handshake_info(headers: &HeaderMap, peer: SocketAddr, uri: &Uri) -> Handshake
         issued,
         address: peer.ip(),
         url: uri.path_and_query().map(|p| p.as_str()).unwrap_or_default().into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn query_is_split_and_decoded() {
-        let q = super::parse_query("EIO=4&transport=websocket&t=a%20b&flag");
-        assert_eq!(q[0], ("EIO".into(), "4".into()));
-        assert_eq!(q[2], ("t".into(), "a b".into()));
-        assert_eq!(q[3], ("flag".into(), "".into()));
     }
 }

@@ -3,13 +3,15 @@
 //!
 //! Owns admission: every accepted connection takes a permit of the connection cap
 //! (`--max-connections`) for as long as it lives (a WebSocket keeps the permit of the connection
-//! it was upgraded from, through a [`ConnectionSlot`] in the request's extensions); connections
+//! it was upgraded from, through a [`ConnectionPermit`] in the request's extensions); connections
 //! that have not yet sent a complete request are capped per client address, and their headers
 //! must arrive within the handshake timeout, so slowloris clients cannot pin descriptors or
 //! memory. Accept errors (a full descriptor table above all) are counted and logged, rate-
 //! limited, and back off instead of spinning. Knows nothing of routes: it serves a [`Router`].
 
-use crate::metrics::{Metrics, OncePerMinute};
+use crate::metrics::{AcceptError, ConnectionRefused, Label, Metrics, OncePerMinute};
+use crate::tasks::{TaskKind, Tasks};
+use crate::transport::ConnectionPermit;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -20,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt as _;
 
 /// Admission limits of one listener.
@@ -32,23 +34,6 @@ pub struct Limits {
     pub max_pending_per_ip: usize,
     /// Time a client has to send a request's headers (each request of a keep-alive connection).
     pub header_timeout: Duration,
-}
-
-/// Held by an open connection, and by the WebSocket it was upgraded to: the connection's place
-/// under the cap.
-#[derive(Clone)]
-pub struct ConnectionSlot(#[allow(dead_code)] Arc<Slot>);
-
-/// A permit of the connection cap, counted in `wsgate_tcp_connections` while it lives.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Counts per address of connections that have not sent a complete request yet.
@@ -112,7 +97,13 @@ pub struct Listener {
 
 impl Listener {
     /// Binds `addr` with a deep accept queue and serves `router` on it under `limits`.
-    pub fn start(addr: SocketAddr, router: Router, limits: Limits, metrics: Arc<Metrics>) -> std::io::Result<Listener> {
+    pub fn start(
+        addr: SocketAddr,
+        router: Router,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        tasks: &Tasks,
+    ) -> std::io::Result<Listener> {
         // A deep accept queue: reconnect storms otherwise overflow the default (1024) and clients
         // wait a full SYN retransmit (1 s). The kernel caps it at net.core.somaxconn.
         let socket = if addr.is_ipv4() {
@@ -126,7 +117,10 @@ impl Listener {
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let (done_tx, done) = mpsc::channel(1);
-        tokio::spawn(accept_loop(listener, router, limits, metrics, stopped, done_tx));
+        tasks.spawn(
+            TaskKind::Listener,
+            accept_loop(listener, router, limits, metrics, tasks.clone(), stopped, done_tx),
+        );
         Ok(Listener { local_addr, stop, done })
     }
 
@@ -143,6 +137,7 @@ async fn accept_loop(
     router: Router,
     limits: Limits,
     metrics: Arc<Metrics>,
+    tasks: Tasks,
     mut stop: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
@@ -159,12 +154,11 @@ async fn accept_loop(
             Ok(accepted) => accepted,
             Err(err) => {
                 let out_of_descriptors = matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
-                let kind = if out_of_descriptors {
-                    "out_of_descriptors"
+                metrics.inc(if out_of_descriptors {
+                    AcceptError::OutOfDescriptors
                 } else {
-                    "other"
-                };
-                metrics.inc("wsgate_accept_errors_total", kind);
+                    AcceptError::Other
+                });
                 if accept_log.first_this_minute() {
                     tracing::warn!(error = %err, "accept failed; raise the open-file limit or lower --max-connections if it is out of descriptors (logged once a minute)");
                 } else {
@@ -176,8 +170,9 @@ async fn accept_loop(
                 continue;
             }
         };
-        let refuse = |why: &'static str| {
-            metrics.inc("wsgate_connections_refused_total", why);
+        let refuse = |why: ConnectionRefused| {
+            metrics.inc(why);
+            let why = why.as_str();
             if refusal_log.first_this_minute() {
                 tracing::warn!(peer = %peer, why, "connection refused at accept (logged once a minute; see wsgate_connections_refused_total)");
             } else {
@@ -185,29 +180,28 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            refuse("max_connections");
+            refuse(ConnectionRefused::MaxConnections);
             continue;
         };
         let Some(pending) = pending.enter(peer.ip(), limits.max_pending_per_ip) else {
-            refuse("pending_per_ip");
+            refuse(ConnectionRefused::PendingPerIp);
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        metrics.tcp_connections.fetch_add(1, Ordering::Relaxed);
-        let slot = ConnectionSlot(Arc::new(Slot {
-            _permit: permit,
-            metrics: metrics.clone(),
-        }));
-        tokio::spawn(serve_connection(
-            tcp,
-            peer,
-            router.clone(),
-            slot,
-            pending,
-            limits.header_timeout,
-            stop.clone(),
-            done.clone(),
-        ));
+        let slot = ConnectionPermit::new(permit, metrics.clone());
+        tasks.spawn(
+            TaskKind::Connection,
+            serve_connection(
+                tcp,
+                peer,
+                router.clone(),
+                slot,
+                pending,
+                limits.header_timeout,
+                stop.clone(),
+                done.clone(),
+            ),
+        );
     }
 }
 
@@ -216,7 +210,7 @@ async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     router: Router,
-    slot: ConnectionSlot,
+    slot: ConnectionPermit,
     pending: PendingGuard,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,

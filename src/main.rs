@@ -24,8 +24,13 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: wsgate::config::ServeArgs) -> ExitCode {
-    init_logging(args.log_format);
-    let (gateway, http, cluster) = match args.build() {
+    init_logging(args.operations.log_format);
+    let wsgate::config::Settings {
+        listen,
+        gateway,
+        http,
+        cluster,
+    } = match args.build() {
         Ok(built) => built,
         Err(err) => {
             tracing::error!("cannot start: {err}");
@@ -34,7 +39,7 @@ async fn serve(args: wsgate::config::ServeArgs) -> ExitCode {
         }
     };
     let secrets = gateway.auth.as_ref().map_or(0, |a| a.secrets.len());
-    if args.require_redis {
+    if args.lifecycle.require_redis {
         let mut conn = cluster.publisher.clone();
         let ping = tokio::time::timeout(
             Duration::from_secs(5),
@@ -46,24 +51,24 @@ async fn serve(args: wsgate::config::ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let server = match wsgate::Server::start(args.listen, gateway, http, Some(cluster)).await {
+    let server = match wsgate::Server::start(listen, gateway, http, Some(cluster)).await {
         Ok(server) => server,
         Err(err) => {
-            eprintln!("wsgate: cannot listen on {}: {err}", args.listen);
+            eprintln!("wsgate: cannot listen on {listen}: {err}");
             return ExitCode::from(2);
         }
     };
     tracing::info!(
         listen = %server.local_addr(),
-        path = %args.path,
+        path = %args.listener.path,
         secrets,
-        namespaces = ?args.namespaces,
-        allowed_origins = ?args.allowed_origins,
-        adapter_key = %args.redis.adapter_key,
+        namespaces = ?args.clients.namespaces,
+        allowed_origins = ?args.listener.allowed_origins,
+        adapter_key = %args.cluster.redis.adapter_key,
         "wsgate listening"
     );
     shutdown_signal().await;
-    let drain = Duration::from_millis(args.drain_timeout);
+    let drain = args.lifecycle.drain_timeout;
     tracing::info!(connections = server.gateway().connection_count(), over = ?drain, "draining: not ready, no new connections, closing the open ones in batches");
     server.drain(drain).await;
     tracing::info!("drained; exiting");
@@ -130,7 +135,7 @@ async fn publish(command: Command) -> ExitCode {
 }
 
 async fn connect(target: &PublishArgs) -> Result<Emitter, String> {
-    let redis = target.redis.target()?;
+    let redis = target.redis.target().map_err(|e| e.to_string())?;
     let connection = if redis.cluster {
         // The cluster client connects on first use: the publish itself says whether it could.
         redis.connect(Duration::from_secs(5)).map_err(|e| e.to_string())?

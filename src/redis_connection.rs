@@ -9,6 +9,21 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::time::Duration;
 
+/// Why a Redis address was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("no Redis URL")]
+    Empty,
+    #[error("several Redis URLs need --redis-cluster (they are the seed nodes of a Redis Cluster)")]
+    SeveralWithoutCluster,
+    #[error("{url:?}: {source}")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
 /// Where Redis is: one server, or the seed nodes of a Redis Cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisTarget {
@@ -19,7 +34,7 @@ pub struct RedisTarget {
 
 impl RedisTarget {
     /// `urls` comma-separated (several only with `cluster`).
-    pub fn parse(urls: &str, cluster: bool) -> Result<RedisTarget, String> {
+    pub fn parse(urls: &str, cluster: bool) -> Result<RedisTarget, TargetError> {
         let urls: Vec<String> = urls
             .split(',')
             .map(str::trim)
@@ -27,13 +42,16 @@ impl RedisTarget {
             .map(str::to_owned)
             .collect();
         if urls.is_empty() {
-            return Err("no Redis URL".into());
+            return Err(TargetError::Empty);
         }
         if urls.len() > 1 && !cluster {
-            return Err("several Redis URLs need --redis-cluster (they are the seed nodes of a Redis Cluster)".into());
+            return Err(TargetError::SeveralWithoutCluster);
         }
         for url in &urls {
-            redis::Client::open(url.as_str()).map_err(|e| format!("{url:?}: {e}"))?;
+            redis::Client::open(url.as_str()).map_err(|source| TargetError::BadUrl {
+                url: url.clone(),
+                source,
+            })?;
         }
         Ok(RedisTarget { urls, cluster })
     }
@@ -143,6 +161,7 @@ mod tests {
         assert_eq!(seeds.urls, ["redis://a:7000", "redis://b:7001"]);
         assert!(RedisTarget::parse("redis://a:7000,redis://b:7001", false)
             .unwrap_err()
+            .to_string()
             .contains("--redis-cluster"));
         assert!(RedisTarget::parse("", true).is_err());
         assert!(RedisTarget::parse("http://x", false).is_err());

@@ -133,10 +133,7 @@ async fn origin_must_be_same_origin_or_allowed() {
         "the list replaces same-origin"
     );
     assert_eq!(
-        server
-            .gateway()
-            .metrics
-            .get("wsgate_handshakes_total", "origin_rejected"),
+        server.gateway().metrics.get(wsgate::metrics::Handshake::OriginRejected),
         2
     );
 }
@@ -173,7 +170,7 @@ async fn heartbeat_keeps_answering_clients_and_drops_silent_ones() {
     alive.send(r#"421["still-here"]"#).await;
     assert_eq!(alive.text().await, r#"431[{"ok":false,"error":"unhandled"}]"#);
     assert_eq!(
-        server.gateway().metrics.get("wsgate_disconnects_total", "ping_timeout"),
+        server.gateway().metrics.get(wsgate::metrics::Disconnect::PingTimeout),
         1
     );
 }
@@ -190,7 +187,7 @@ async fn frame_over_max_payload_closes_the_connection() {
         server
             .gateway()
             .metrics
-            .get("wsgate_disconnects_total", "payload_too_large")
+            .get(wsgate::metrics::Disconnect::PayloadTooLarge)
             == 1
     })
     .await;
@@ -249,7 +246,7 @@ async fn malformed_packets_close_only_their_connection() {
         server.gateway().namespace("/").unwrap().socket_count() == 1
     })
     .await;
-    assert!(server.gateway().metrics.get("wsgate_disconnects_total", "parse_error") >= 16);
+    assert!(server.gateway().metrics.get(wsgate::metrics::Disconnect::ParseError) >= 16);
 }
 
 #[tokio::test]
@@ -275,7 +272,7 @@ async fn namespaces_events_and_unhandled_acks() {
     client.send_binary(&[1, 2, 3]).await;
     assert_eq!(client.text().await, r#"439[{"ok":false,"error":"unhandled"}]"#);
     assert_eq!(
-        server.gateway().metrics.get("wsgate_unhandled_events_total", "dropped"),
+        server.gateway().metrics.get(wsgate::metrics::UnhandledEvent::Dropped),
         3
     );
 
@@ -299,7 +296,7 @@ async fn connection_without_namespace_is_closed_after_connect_timeout() {
         server
             .gateway()
             .metrics
-            .get("wsgate_disconnects_total", "connect_timeout"),
+            .get(wsgate::metrics::Disconnect::ConnectTimeout),
         1
     );
 }
@@ -385,7 +382,7 @@ async fn max_connections_caps_connections_at_accept_and_sessions_with_503() {
         server
             .gateway()
             .metrics
-            .get("wsgate_connections_refused_total", "max_connections"),
+            .get(wsgate::metrics::ConnectionRefused::MaxConnections),
         1
     );
     // A slot frees when a client leaves.
@@ -409,7 +406,7 @@ async fn max_connections_caps_connections_at_accept_and_sessions_with_503() {
         (503, r#"{"code":4,"message":"Server at capacity"}"#.to_string())
     );
     assert_eq!(
-        server.gateway().metrics.get("wsgate_handshakes_total", "over_capacity"),
+        server.gateway().metrics.get(wsgate::metrics::Handshake::OverCapacity),
         1
     );
 }

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use wsgate::auth::cookie;
 use wsgate::auth::SessionSecrets;
-use wsgate::protocol::adapter::{self, Broadcast, Request};
+use wsgate::protocol::adapter::{self, Broadcast};
+use wsgate::protocol::classic::Request;
 use wsgate::protocol::engineio::{self, PayloadReader};
 use wsgate::protocol::socketio::Decoder;
 

@@ -84,7 +84,7 @@ async fn slowloris_connections_are_capped_per_address_and_timed_out() {
     let refused = server
         .gateway()
         .metrics
-        .get("wsgate_connections_refused_total", "pending_per_ip");
+        .get(wsgate::metrics::ConnectionRefused::PendingPerIp);
     assert!(
         refused >= 80,
         "at most 20 pending connections from one address; refused {refused}"
@@ -159,7 +159,7 @@ async fn binary_input_is_bounded_per_session() {
     let mut anonymous = ws(addr, None).await;
     anonymous.send(r#"451-["x",{"_placeholder":true,"num":0}]"#).await;
     assert!(matches!(anonymous.recv().await, Received::Closed(_)));
-    assert_eq!(metrics.get("wsgate_malformed_packets_total", "binary_not_joined"), 1);
+    assert_eq!(metrics.get(wsgate::metrics::Malformed::BinaryNotJoined), 1);
 
     // Joined: attachments over --max-payload in all close the session at once.
     let (mut client, _) = Client::connect_as(addr, &cookie).await;
@@ -174,10 +174,7 @@ async fn binary_input_is_bounded_per_session() {
         client.recv().await,
         Received::Closed(Some(1009)) | Received::Closed(None)
     ));
-    assert_eq!(
-        metrics.get("wsgate_malformed_packets_total", "attachments_too_large"),
-        1
-    );
+    assert_eq!(metrics.get(wsgate::metrics::Malformed::AttachmentsTooLarge), 1);
 
     // Joined, but the packet is never completed: closed after pingTimeout.
     let (mut client, _) = Client::connect_as(addr, &cookie).await;
@@ -186,7 +183,7 @@ async fn binary_input_is_bounded_per_session() {
         .await;
     client.send_binary(&[1, 2, 3]).await;
     assert!(matches!(client.recv().await, Received::Closed(_)));
-    assert_eq!(metrics.get("wsgate_malformed_packets_total", "incomplete_binary"), 1);
+    assert_eq!(metrics.get(wsgate::metrics::Malformed::IncompleteBinary), 1);
     eventually("all sessions gone", || server.gateway().connection_count() == 0).await;
 }
 
@@ -215,7 +212,7 @@ async fn bursts_reach_readers_and_only_a_stalled_client_is_cut() {
         let packet = wsgate::protocol::socketio::Packet::event("/", vec!["big".into(), text.into()], vec![]);
         nsp.broadcast(&["user:42"], &[] as &[&str], &packet)
     };
-    let drops = || wsgate::transport::OVERSIZED_DROPS.load(Ordering::Relaxed);
+    let drops = || server.gateway().metrics.oversized_drops.load(Ordering::Relaxed);
     let dropped_before = drops();
     // 2 MB in one message (twice the old 1 MiB limit) and a 2 MB burst of 100 KB messages,
     // queued at once; then one message over the 16 MiB cap: dropped for each client, not a
@@ -233,7 +230,7 @@ async fn bursts_reach_readers_and_only_a_stalled_client_is_cut() {
     .await;
     let metrics = &server.gateway().metrics;
     assert_eq!(
-        metrics.get("wsgate_disconnects_total", "slow_consumer"),
+        metrics.get(wsgate::metrics::Disconnect::SlowConsumer),
         0,
         "nobody was cut"
     );
@@ -249,7 +246,7 @@ async fn bursts_reach_readers_and_only_a_stalled_client_is_cut() {
     eventually_within(
         "the stalled client is closed as a slow consumer",
         Duration::from_secs(10),
-        || metrics.get("wsgate_disconnects_total", "slow_consumer") == 1,
+        || metrics.get(wsgate::metrics::Disconnect::SlowConsumer) == 1,
     )
     .await;
     // Unregistered once its close frame was tried (a stalled client gets 1 s for it).
@@ -263,7 +260,7 @@ async fn bursts_reach_readers_and_only_a_stalled_client_is_cut() {
     })
     .await;
     assert_eq!(
-        metrics.get("wsgate_disconnects_total", "slow_consumer"),
+        metrics.get(wsgate::metrics::Disconnect::SlowConsumer),
         1,
         "only the stalled client"
     );
@@ -340,7 +337,7 @@ async fn adapter_messages_cannot_freeze_or_bloat_the_node() {
         server
             .gateway()
             .metrics
-            .get("wsgate_adapter_dropped_total", "too_many_elements")
+            .get(wsgate::metrics::AdapterDrop::TooManyElements)
             == 1
     })
     .await;

@@ -235,7 +235,7 @@ async fn a_flooding_client_is_limited_and_cut_while_a_polite_one_keeps_its_laten
         server
             .gateway()
             .metrics
-            .get("wsgate_inbound_events_total", "abuse_disconnect"),
+            .get(wsgate::metrics::InboundEvent::AbuseDisconnect),
         1
     );
 }

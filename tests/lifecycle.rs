@@ -133,7 +133,7 @@ async fn a_store_outage_lets_in_only_sessions_verified_within_the_grace() {
     // Alice reconnects: let in from memory by the node with the grace, not by the other.
     let (_again, answer) = connect_answer(graced.local_addr(), &alice_cookie).await;
     assert!(answer.starts_with("40{\"sid\""), "{answer}");
-    assert_eq!(graced.gateway().metrics.get("wsgate_auth_total", "outage_grace"), 1);
+    assert_eq!(graced.gateway().metrics.get(wsgate::metrics::Auth::OutageGrace), 1);
     let (_, refused) = connect_answer(strict.local_addr(), &alice_cookie).await;
     assert_eq!(refused, r#"44{"message":"Session store unavailable"}"#);
     // A session this node never verified is refused even with the grace.
@@ -176,10 +176,7 @@ async fn socket_activity_touches_the_session_at_most_once_per_interval() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     client.send(r#"42["e"]"#).await;
     let metrics = &server.gateway().metrics;
-    eventually("touched", || {
-        metrics.get("wsgate_session_touches_total", "extended") == 1
-    })
-    .await;
+    eventually("touched", || metrics.get(wsgate::metrics::SessionTouch::Extended) == 1).await;
     assert!(ttl().await > 3500, "extended to originalMaxAge");
     // At most once per interval.
     let _: i64 = redis.cmd(&["EXPIRE", &key, "100"]).await;
@@ -191,7 +188,7 @@ async fn socket_activity_touches_the_session_at_most_once_per_interval() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     client.send(r#"42["e"]"#).await;
     eventually("the touch found nothing", || {
-        metrics.get("wsgate_session_touches_total", "gone") == 1
+        metrics.get(wsgate::metrics::SessionTouch::Gone) == 1
     })
     .await;
     assert_eq!(redis.cmd::<i64>(&["EXISTS", &key]).await, 0);

@@ -51,7 +51,12 @@ async fn setup(extra: &[&str]) -> Setup {
     let mut argv = vec!["wsgate", "--redis-url", &url, "--session-secret", SECRET];
     argv.extend_from_slice(extra);
     let cli = <wsgate::config::Cli as clap::Parser>::try_parse_from(argv).expect("valid flags");
-    let (mut config, http, cluster) = cli.serve.build().expect("valid config");
+    let wsgate::config::Settings {
+        gateway: mut config,
+        http,
+        cluster,
+        ..
+    } = cli.serve.build().expect("valid config");
     let recorder = Arc::new(Recorder::default());
     config.hooks = recorder.clone();
     let server = wsgate::Server::start("127.0.0.1:0".parse().unwrap(), config, http, Some(cluster))
@@ -277,10 +282,7 @@ async fn heartbeat_over_polling_and_ping_timeout() {
         (400, r#"{"code":1,"message":"Session ID unknown"}"#)
     );
     assert_eq!(
-        s.server
-            .gateway()
-            .metrics
-            .get("wsgate_disconnects_total", "ping_timeout"),
+        s.server.gateway().metrics.get(wsgate::metrics::Disconnect::PingTimeout),
         1
     );
 }
@@ -297,7 +299,7 @@ async fn requests_that_break_the_rules_are_refused() {
         (unknown.status, unknown.text().as_str()),
         (400, r#"{"code":1,"message":"Session ID unknown"}"#)
     );
-    assert_eq!(metrics.get("wsgate_polling_refused_total", "unknown_sid"), 1);
+    assert_eq!(metrics.get(wsgate::metrics::PollingRefused::UnknownSid), 1);
 
     // A method other than GET and POST.
     let (client, _) = Polling::open(addr, &[]).await;
@@ -323,7 +325,7 @@ async fn requests_that_break_the_rules_are_refused() {
     let first = first.await.unwrap();
     assert_eq!((first.status, first.text().as_str()), (200, "1"));
     assert_eq!(client.get().await.status, 400);
-    assert_eq!(metrics.get("wsgate_polling_refused_total", "overlapping_get"), 1);
+    assert_eq!(metrics.get(wsgate::metrics::PollingRefused::OverlappingGet), 1);
 
     // A POST larger than --max-payload: 413, and the session is closed.
     let (client, _) = Polling::open(addr, &[]).await;
@@ -397,7 +399,7 @@ async fn invalid_payloads_close_only_their_session() {
         s.server
             .gateway()
             .metrics
-            .get("wsgate_polling_refused_total", "malformed_payload")
+            .get(wsgate::metrics::PollingRefused::MalformedPayload)
             >= 5
     );
 }
@@ -454,7 +456,7 @@ async fn origin_is_checked_on_every_polling_request_and_cors_is_answered() {
         s.server
             .gateway()
             .metrics
-            .get("wsgate_polling_refused_total", "origin_rejected")
+            .get(wsgate::metrics::PollingRefused::OriginRejected)
             >= 3
     );
 
@@ -588,7 +590,7 @@ async fn upgrade_with_packets_in_flight_loses_and_duplicates_nothing() {
     })
     .await;
     assert_eq!(*s.recorder.events.lock(), (0..sent).collect::<Vec<_>>());
-    assert_eq!(s.server.gateway().metrics.get("wsgate_upgrades_total", "upgraded"), 1);
+    assert_eq!(s.server.gateway().metrics.get(wsgate::metrics::Upgrade::Upgraded), 1);
 
     // After the upgrade the old transport is refused, and a second WebSocket is closed.
     let stale = client.get().await;
@@ -638,8 +640,8 @@ async fn a_failed_probe_leaves_the_session_on_polling() {
     // Polling goes on.
     client.post_ok("3").await;
     let metrics = &s.server.gateway().metrics;
-    assert_eq!(metrics.get("wsgate_upgrades_total", "timeout"), 1);
-    assert_eq!(metrics.get("wsgate_upgrades_total", "aborted"), 1);
+    assert_eq!(metrics.get(wsgate::metrics::Upgrade::Timeout), 1);
+    assert_eq!(metrics.get(wsgate::metrics::Upgrade::Aborted), 1);
     assert!(s.server.gateway().engine().lookup(&client.sid).is_some());
 }
 

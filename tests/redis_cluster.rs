@@ -154,8 +154,8 @@ async fn sessions_and_the_sharded_adapter_on_a_cluster() {
     }
     clients[1].idle(Duration::from_millis(400)).await;
     clients[2].idle(Duration::from_millis(10)).await;
-    let gone = a.gateway().metrics.get("wsgate_revalidations_total", "session_gone")
-        + b.gateway().metrics.get("wsgate_revalidations_total", "session_gone");
+    let gone = a.gateway().metrics.get(wsgate::metrics::Revalidation::SessionGone)
+        + b.gateway().metrics.get(wsgate::metrics::Revalidation::SessionGone);
     assert_eq!(gone, 2);
 }
 
@@ -255,14 +255,14 @@ async fn a_master_failover_is_survived() {
     // Both gateways noticed, counted it, and are subscribed again, exactly once each.
     wait_for_subscribers(&mut conn, "socket.io#/#", 2).await;
     wait_for_subscribers(&mut conn, "socket.io#/#user:42#", 2).await;
-    let lost = |s: &wsgate::Server| s.gateway().metrics.get("wsgate_redis_pubsub_total", "lost");
-    let recovered = |s: &wsgate::Server| s.gateway().metrics.get("wsgate_redis_pubsub_total", "recovered");
+    let lost = |s: &wsgate::Server| s.gateway().metrics.get(wsgate::metrics::PubSubEvent::Lost);
+    let recovered = |s: &wsgate::Server| s.gateway().metrics.get(wsgate::metrics::PubSubEvent::Recovered);
     assert!(lost(&a) + lost(&b) >= 1, "the lost subscription was counted");
     assert!(recovered(&a) + recovered(&b) >= 1);
     // Nobody was disconnected: the sessions survived with the replica, and the revalidation
     // after the reconnect found them.
-    assert_eq!(a.gateway().metrics.get("wsgate_revalidations_total", "session_gone"), 0);
-    assert_eq!(b.gateway().metrics.get("wsgate_revalidations_total", "session_gone"), 0);
+    assert_eq!(a.gateway().metrics.get(wsgate::metrics::Revalidation::SessionGone), 0);
+    assert_eq!(b.gateway().metrics.get(wsgate::metrics::Revalidation::SessionGone), 0);
     on_a.idle(Duration::from_millis(50)).await;
     on_b.idle(Duration::from_millis(50)).await;
     // New handshakes work on the new topology.

@@ -49,11 +49,8 @@ impl Cluster {
         clients
     }
 
-    fn revoked(&self, reason: &'static str) -> u64 {
-        self.nodes
-            .iter()
-            .map(|n| n.gateway().metrics.get("wsgate_revocations_total", reason))
-            .sum()
+    fn revoked(&self, reason: wsgate::metrics::Revoked) -> u64 {
+        self.nodes.iter().map(|n| n.gateway().metrics.get(reason)).sum()
     }
 }
 
@@ -79,14 +76,14 @@ async fn logout_expiry_and_rewrite_close_sockets_on_every_node_within_a_second()
     let (mut alice, mut bob) = (cluster.sockets(ALICE).await, cluster.sockets(BOB).await);
     let _: i64 = cluster.redis.cmd(&["DEL", &format!("sess:{ALICE}")]).await;
     assert_revoked_everywhere(&mut alice, &mut bob).await;
-    assert_eq!(cluster.revoked("deleted"), 2);
+    assert_eq!(cluster.revoked(wsgate::metrics::Revoked::Deleted), 2);
 
     // Expiry.
     cluster.redis.login(ALICE, "42").await;
     let mut alice = cluster.sockets(ALICE).await;
     let _: i64 = cluster.redis.cmd(&["PEXPIRE", &format!("sess:{ALICE}"), "50"]).await;
     assert_revoked_everywhere(&mut alice, &mut bob).await;
-    assert_eq!(cluster.revoked("expired"), 2);
+    assert_eq!(cluster.revoked(wsgate::metrics::Revoked::Expired), 2);
 
     // The record rewritten with the same user (a resave): nothing happens; with another user or
     // none: closed.
@@ -96,7 +93,7 @@ async fn logout_expiry_and_rewrite_close_sockets_on_every_node_within_a_second()
     alice[0].idle(Duration::from_millis(300)).await;
     cluster.redis.login(ALICE, "43").await;
     assert_revoked_everywhere(&mut alice, &mut bob).await;
-    assert_eq!(cluster.revoked("user_changed"), 2);
+    assert_eq!(cluster.revoked(wsgate::metrics::Revoked::UserChanged), 2);
 }
 
 #[tokio::test]
@@ -130,7 +127,10 @@ async fn an_evicted_session_closes_its_sockets() {
             "the evicted session's sockets close"
         );
     }
-    assert!(cluster.revoked("evicted") >= 2, "counted as evicted on both nodes");
+    assert!(
+        cluster.revoked(wsgate::metrics::Revoked::Evicted) >= 2,
+        "counted as evicted on both nodes"
+    );
 }
 
 #[tokio::test]
@@ -145,9 +145,9 @@ async fn without_keyspace_events_the_periodic_check_still_closes_them() {
     let (mut alice, _) = Client::connect_as(node.local_addr(), &cookie_for(ALICE, SECRET)).await;
     let _: i64 = redis.cmd(&["DEL", &format!("sess:{ALICE}")]).await;
     assert!(closed_within(&mut alice, Duration::from_secs(3)).await);
-    assert_eq!(node.gateway().metrics.get("wsgate_revocations_total", "deleted"), 0);
+    assert_eq!(node.gateway().metrics.get(wsgate::metrics::Revoked::Deleted), 0);
     assert_eq!(
-        node.gateway().metrics.get("wsgate_revalidations_total", "session_gone"),
+        node.gateway().metrics.get(wsgate::metrics::Revalidation::SessionGone),
         1
     );
 }
@@ -178,7 +178,7 @@ async fn sessions_lost_while_redis_was_away_are_caught_when_it_is_back() {
     let _redis = Redis::start_on(port).await;
     assert!(closed_within(&mut alice, Duration::from_secs(10)).await);
     assert_eq!(
-        node.gateway().metrics.get("wsgate_revalidations_total", "session_gone"),
+        node.gateway().metrics.get(wsgate::metrics::Revalidation::SessionGone),
         1
     );
 }

@@ -126,8 +126,8 @@ async fn anonymous_handshakes_get_authentication_error() {
         (0, 0),
         "no anonymous socket joined anything"
     );
-    assert!(server.gateway().metrics.get("wsgate_auth_total", "bad_signature") >= 2);
-    assert!(server.gateway().metrics.get("wsgate_auth_total", "no_user") >= 5);
+    assert!(server.gateway().metrics.get(wsgate::metrics::Auth::BadSignature) >= 2);
+    assert!(server.gateway().metrics.get(wsgate::metrics::Auth::NoUser) >= 5);
 }
 
 #[tokio::test]
@@ -276,11 +276,11 @@ async fn revalidation_disconnects_sockets_of_ended_sessions_only() {
     }
     stays.idle(Duration::from_millis(800)).await;
     let metrics = &server.gateway().metrics;
-    assert_eq!(metrics.get("wsgate_revalidations_total", "session_gone"), 1);
-    assert_eq!(metrics.get("wsgate_revalidations_total", "user_changed"), 1);
-    assert_eq!(metrics.get("wsgate_revalidations_total", "no_user"), 1);
+    assert_eq!(metrics.get(wsgate::metrics::Revalidation::SessionGone), 1);
+    assert_eq!(metrics.get(wsgate::metrics::Revalidation::UserChanged), 1);
+    assert_eq!(metrics.get(wsgate::metrics::Revalidation::NoUser), 1);
 
     drop(redis);
     stays.idle(Duration::from_millis(1500)).await;
-    assert!(metrics.get("wsgate_revalidations_total", "store_unavailable") >= 1);
+    assert!(metrics.get(wsgate::metrics::Revalidation::StoreUnavailable) >= 1);
 }

@@ -158,9 +158,9 @@ async fn memcached_sessions_accept_refuse_expire_like_connect_memcached() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(connect_answer(&server, BOB).await.1, REFUSED);
     let metrics = &server.gateway().metrics;
-    assert_eq!(metrics.get("wsgate_auth_total", "no_session"), 2);
-    assert_eq!(metrics.get("wsgate_auth_total", "no_user"), 1);
-    assert_eq!(metrics.get("wsgate_auth_total", "bad_session_record"), 1);
+    assert_eq!(metrics.get(wsgate::metrics::Auth::NoSession), 2);
+    assert_eq!(metrics.get(wsgate::metrics::Auth::NoUser), 1);
+    assert_eq!(metrics.get(wsgate::metrics::Auth::BadSessionRecord), 1);
 }
 
 #[tokio::test]
@@ -194,10 +194,7 @@ async fn memcached_revalidation_closes_logged_out_sockets_and_an_outage_refuses(
     );
     bob.idle(Duration::from_millis(700)).await;
     assert_eq!(
-        server
-            .gateway()
-            .metrics
-            .get("wsgate_revalidations_total", "session_gone"),
+        server.gateway().metrics.get(wsgate::metrics::Revalidation::SessionGone),
         1
     );
 
@@ -209,7 +206,7 @@ async fn memcached_revalidation_closes_logged_out_sockets_and_an_outage_refuses(
         server
             .gateway()
             .metrics
-            .get("wsgate_revalidations_total", "store_unavailable")
+            .get(wsgate::metrics::Revalidation::StoreUnavailable)
             >= 1
     );
 }
@@ -233,13 +230,13 @@ async fn memcached_touch_extends_a_session_without_resurrecting_it() {
     }
     let mut client = memcached.client().await;
     assert!(client.get(ALICE).await.unwrap().is_some(), "touched past its first TTL");
-    let touches = |outcome| server.gateway().metrics.get("wsgate_session_touches_total", outcome);
+    let touches = |outcome: wsgate::metrics::SessionTouch| server.gateway().metrics.get(outcome);
     assert!(
-        touches("extended") >= 2,
+        touches(wsgate::metrics::SessionTouch::Extended) >= 2,
         "extended {} gone {} unavailable {}",
-        touches("extended"),
-        touches("gone"),
-        touches("store_unavailable")
+        touches(wsgate::metrics::SessionTouch::Extended),
+        touches(wsgate::metrics::SessionTouch::Gone),
+        touches(wsgate::metrics::SessionTouch::StoreUnavailable)
     );
 
     // Logged out meanwhile: activity does not bring the session back.
@@ -248,7 +245,10 @@ async fn memcached_touch_extends_a_session_without_resurrecting_it() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         alice.send(r#"42["ping"]"#).await;
     }
-    eventually("a touch of the deleted session", || touches("gone") >= 1).await;
+    eventually("a touch of the deleted session", || {
+        touches(wsgate::metrics::SessionTouch::Gone) >= 1
+    })
+    .await;
     assert!(client.get(ALICE).await.unwrap().is_none(), "not resurrected");
 }
 
@@ -424,8 +424,8 @@ async fn postgres_revalidation_batches_and_an_outage_refuses() {
         .await;
     assert!(closed_within(&mut alice, Duration::from_secs(2)).await, "session gone");
     let metrics = &server.gateway().metrics;
-    assert_eq!(metrics.get("wsgate_revalidations_total", "user_changed"), 1);
-    assert_eq!(metrics.get("wsgate_revalidations_total", "session_gone"), 1);
+    assert_eq!(metrics.get(wsgate::metrics::Revalidation::UserChanged), 1);
+    assert_eq!(metrics.get(wsgate::metrics::Revalidation::SessionGone), 1);
 
     // The session table disappears (a migration gone wrong): "unavailable", not "anonymous".
     postgres.put(ALICE, &record(Some("42")), 3600.0).await;
@@ -494,11 +494,8 @@ async fn postgres_notify_closes_logged_out_sockets_within_a_second() {
         "user gone within a second"
     );
     other.idle(Duration::from_millis(300)).await;
-    assert_eq!(
-        server.gateway().metrics.get("wsgate_revocations_total", "session_gone"),
-        1
-    );
-    assert_eq!(server.gateway().metrics.get("wsgate_revocations_total", "no_user"), 1);
+    assert_eq!(server.gateway().metrics.get(wsgate::metrics::Revoked::SessionGone), 1);
+    assert_eq!(server.gateway().metrics.get(wsgate::metrics::Revoked::NoUser), 1);
 
     // The LISTEN connection is killed (a Postgres restart, a failover): it comes back, and
     // sessions that ended meanwhile are caught by the resync.

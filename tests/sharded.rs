@@ -126,7 +126,7 @@ async fn room_channels_follow_membership() {
     wait_for_subscribers(&redis, room, 0).await;
     wait_for_subscribers(&redis, "socket.io#/#session:s2#", 0).await;
     // Our own unsubscriptions are not mistaken for Redis ending them.
-    assert_eq!(a.gateway().metrics.get("wsgate_redis_pubsub_total", "lost"), 0);
+    assert_eq!(a.gateway().metrics.get(wsgate::metrics::PubSubEvent::Lost), 0);
 }
 
 #[tokio::test]
@@ -210,10 +210,10 @@ async fn garbage_on_shard_channels_is_counted_and_harmless() {
     a42.idle(Duration::from_millis(200)).await;
     let metrics = &a.gateway().metrics;
     eventually("garbage counted", || {
-        metrics.get("wsgate_adapter_dropped_total", "not_json")
-            + metrics.get("wsgate_adapter_dropped_total", "not_msgpack")
-            + metrics.get("wsgate_adapter_dropped_total", "unknown_type")
-            + metrics.get("wsgate_adapter_dropped_total", "too_many_elements")
+        metrics.get(wsgate::metrics::AdapterDrop::NotJson)
+            + metrics.get(wsgate::metrics::AdapterDrop::NotMsgpack)
+            + metrics.get(wsgate::metrics::AdapterDrop::UnknownType)
+            + metrics.get(wsgate::metrics::AdapterDrop::TooManyElements)
             >= 8
     })
     .await;

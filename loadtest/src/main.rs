@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
 use wsgate::auth::SessionSecrets;
-use wsgate::protocol::adapter::{Broadcast, Channels, Selector, EMITTER_UID};
+use wsgate::protocol::adapter::{Broadcast, Selector, EMITTER_UID};
+use wsgate::protocol::classic::Channels;
 
 #[derive(Parser)]
 #[command(

@@ -8,8 +8,9 @@
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::borrow::Cow;
 use subtle::ConstantTimeEq;
+
+pub use crate::protocol::handshake::decode_uri_component as decode_value;
 
 /// The ordered secrets of `express-session`'s `secret` option: the first signs, every one
 /// verifies. Kept as bytes (a JS string secret is its UTF-8 bytes).
@@ -116,39 +117,6 @@ pub fn find_cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
                 value
             }
         })
-}
-
-/// `decodeURIComponent` when the value contains `%`, keeping the raw value when that would
-/// throw (a `%` without two hex digits, or bytes that are not UTF-8). `+` stays `+`.
-pub fn decode_value(raw: &str) -> Cow<'_, str> {
-    if !raw.contains('%') {
-        return Cow::Borrowed(raw);
-    }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = |b: u8| (b as char).to_digit(16);
-            match (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            ) {
-                (Some(hi), Some(lo)) => {
-                    out.push((hi * 16 + lo) as u8);
-                    i += 3;
-                }
-                _ => return Cow::Borrowed(raw),
-            }
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    match String::from_utf8(out) {
-        Ok(decoded) => Cow::Owned(decoded),
-        Err(_) => Cow::Borrowed(raw),
-    }
 }
 
 /// `s:<sid>.<sig>` → `<sid>` when `<sig>` matches one of the secrets (tried in order, compared

@@ -11,7 +11,7 @@ pub mod store;
 
 pub use cookie::{CookieRejection, SessionSecrets};
 pub use origin::OriginPolicy;
-pub use store::{LookupError, SessionStore, StoreEvent};
+pub use store::{LookupError, SessionStore, StoreError, StoreEvent};
 
 use serde_json::Value;
 
@@ -84,6 +84,12 @@ pub enum AuthError {
     StoreUnavailable(String),
 }
 
+impl From<&AuthError> for crate::metrics::Auth {
+    fn from(err: &AuthError) -> Self {
+        err.label()
+    }
+}
+
 impl AuthError {
     /// Label for logs and metrics.
     pub fn reason(&self) -> &'static str {
@@ -93,6 +99,20 @@ impl AuthError {
             AuthError::Session(LookupError::NotJson) => "bad_session_record",
             AuthError::Session(_) => "no_user",
             AuthError::StoreUnavailable(_) => "store_unavailable",
+        }
+    }
+
+    /// The `wsgate_auth_total` label it is counted under.
+    pub fn label(&self) -> crate::metrics::Auth {
+        use crate::metrics::Auth;
+        match self {
+            AuthError::Cookie(CookieRejection::Missing) => Auth::NoCookie,
+            AuthError::Cookie(CookieRejection::BadSignature) => Auth::BadSignature,
+            AuthError::Cookie(_) => Auth::UnsignedCookie,
+            AuthError::Session(LookupError::NoSession) => Auth::NoSession,
+            AuthError::Session(LookupError::NotJson) => Auth::BadSessionRecord,
+            AuthError::Session(_) => Auth::NoUser,
+            AuthError::StoreUnavailable(_) => Auth::StoreUnavailable,
         }
     }
 

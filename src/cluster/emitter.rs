@@ -3,10 +3,11 @@
 //! (sharded adapter, which Node's emitter cannot reach): every gateway and Node socket.io node
 //! of the cluster applies them.
 
+use super::core::Command;
 use super::driver::Publisher;
-use super::{AdapterProtocol, ClusterError};
-use crate::protocol::adapter::{encode, Broadcast, Channels, Selector, EMITTER_UID};
-use crate::protocol::sharded::{self, ShardedChannels};
+use super::wire::{AdapterProtocol, ClusterError, Wire};
+use crate::protocol::adapter::{Broadcast, Selector, EMITTER_UID};
+use crate::redis_connection::RedisConnection;
 
 /// A publisher for one Redis and key prefix (`socket.io` by default).
 ///
@@ -27,17 +28,13 @@ pub struct Emitter {
 
 impl Emitter {
     /// An emitter for the classic adapter, as `@socket.io/redis-emitter`.
-    pub fn new(redis: impl Into<crate::redis_connection::RedisConnection>, prefix: &str) -> Self {
+    pub fn new(redis: impl Into<RedisConnection>, prefix: &str) -> Self {
         Self::with_protocol(redis, prefix, AdapterProtocol::Classic)
     }
 
     /// An emitter for nodes of either adapter protocol (every node's `--adapter` and
     /// `--subscription-mode`).
-    pub fn with_protocol(
-        redis: impl Into<crate::redis_connection::RedisConnection>,
-        prefix: &str,
-        protocol: AdapterProtocol,
-    ) -> Self {
+    pub fn with_protocol(redis: impl Into<RedisConnection>, prefix: &str, protocol: AdapterProtocol) -> Self {
         Emitter {
             publisher: Publisher::new(redis.into(), protocol.pubsub()),
             prefix: prefix.into(),
@@ -48,10 +45,9 @@ impl Emitter {
     /// Targets namespace `nsp` (with its leading `/`).
     pub fn of(&self, nsp: &str) -> EmitterTarget {
         EmitterTarget {
-            emitter: self.clone(),
+            publisher: self.publisher.clone(),
             nsp: nsp.into(),
-            channels: Channels::new(&self.prefix, nsp),
-            sharded: ShardedChannels::new(&self.prefix, nsp),
+            wire: Wire::new(self.protocol, &self.prefix, nsp),
             selector: Selector::default(),
         }
     }
@@ -60,10 +56,9 @@ impl Emitter {
 /// Sockets of one namespace, narrowed by rooms.
 #[derive(Clone)]
 pub struct EmitterTarget {
-    emitter: Emitter,
+    publisher: Publisher,
     nsp: String,
-    channels: Channels,
-    sharded: ShardedChannels,
+    wire: Wire,
     selector: Selector,
 }
 
@@ -80,17 +75,13 @@ impl EmitterTarget {
         self
     }
 
-    async fn publish(&self, channel: &str, bytes: Vec<u8>) -> Result<i64, ClusterError> {
-        Ok(self.emitter.publisher.publish(channel, &bytes).await?)
+    async fn publish(&self, (channel, bytes): (String, Vec<u8>)) -> Result<i64, ClusterError> {
+        Ok(self.publisher.publish(&channel, &bytes).await?)
     }
 
-    /// The classic request for `classic`, or the sharded message `sharded` makes, on the sharded
-    /// base channel.
-    async fn request(&self, classic: Vec<u8>, sharded: impl FnOnce() -> Vec<u8>) -> Result<i64, ClusterError> {
-        match self.emitter.protocol {
-            AdapterProtocol::Classic => self.publish(&self.channels.request, classic).await,
-            AdapterProtocol::Sharded(_) => self.publish(&self.sharded.base, sharded()).await,
-        }
+    async fn request(&self, command: Command<'_>) -> Result<i64, ClusterError> {
+        self.publish(self.wire.command(EMITTER_UID, &self.nsp, &self.selector, &command))
+            .await
     }
 
     /// Emits `event` with `args`. Returns how many subscribers (nodes) received the message.
@@ -105,50 +96,28 @@ impl EmitterTarget {
             selector: self.selector.clone(),
             flags: vec![],
         };
-        match self.emitter.protocol {
-            AdapterProtocol::Classic => {
-                self.publish(&self.channels.for_rooms(&self.selector.rooms), message.encode(true))
-                    .await
-            }
-            AdapterProtocol::Sharded(mode) => {
-                let channel = self.sharded.for_broadcast(mode, &self.selector.rooms);
-                self.publish(&channel, sharded::encode::broadcast(&message, EMITTER_UID, None))
-                    .await
-            }
-        }
+        self.publish(self.wire.broadcast(&message, EMITTER_UID)).await
     }
 
     /// Makes the selected sockets join `rooms`.
     pub async fn sockets_join(&self, rooms: &[String]) -> Result<i64, ClusterError> {
-        self.request(encode::sockets_join(&self.selector, rooms), || {
-            sharded::encode::sockets_join(EMITTER_UID, &self.nsp, &self.selector, rooms, true)
-        })
-        .await
+        self.request(Command::Join(rooms)).await
     }
 
     /// Makes the selected sockets leave `rooms`.
     pub async fn sockets_leave(&self, rooms: &[String]) -> Result<i64, ClusterError> {
-        self.request(encode::sockets_leave(&self.selector, rooms), || {
-            sharded::encode::sockets_join(EMITTER_UID, &self.nsp, &self.selector, rooms, false)
-        })
-        .await
+        self.request(Command::Leave(rooms)).await
     }
 
     /// Disconnects the selected sockets; `close` also closes their connections.
     pub async fn disconnect_sockets(&self, close: bool) -> Result<i64, ClusterError> {
-        self.request(encode::disconnect_sockets(&self.selector, close), || {
-            sharded::encode::disconnect_sockets(EMITTER_UID, &self.nsp, &self.selector, close)
-        })
-        .await
+        self.request(Command::Disconnect { close }).await
     }
 
     /// Emits to the servers (not the clients) of the cluster.
     pub async fn server_side_emit(&self, event: &str, args: Vec<rmpv::Value>) -> Result<i64, ClusterError> {
         let mut data = vec![rmpv::Value::from(event)];
         data.extend(args);
-        self.request(encode::server_side_emit(EMITTER_UID, &data), || {
-            sharded::encode::server_side_emit(EMITTER_UID, &self.nsp, &data)
-        })
-        .await
+        self.request(Command::ServerSideEmit(&data)).await
     }
 }

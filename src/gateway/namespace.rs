@@ -4,220 +4,52 @@
 //! racing a disconnect can never leave a room pointing at a socket that is gone: after
 //! [`Namespace::remove`] returns, nothing of the socket remains in any map.
 
+use super::socket::{frames, AckHandler, Room, Socket};
 use crate::protocol::socketio::Packet;
-use crate::transport::{Frame, Outbox};
-use bytes::Bytes;
+use crate::transport::{CloseReason, Frame};
 use dashmap::DashMap;
-use parking_lot::Mutex;
-use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Called with the arguments of a client's ack (placeholders + attachments). Shared: one
-/// broadcast asking N clients for acks registers the same handler N times.
-pub type AckHandler = Arc<dyn Fn(Vec<Value>, Vec<Bytes>) + Send + Sync>;
-
-/// Most acks one client may owe at once; a broadcast asking for more skips that client.
-pub const MAX_PENDING_ACKS: usize = 256;
-
-/// Acks a client owes, by packet id. Expired ones are purged when the map has doubled since the
-/// last purge, so inserting stays O(1) amortized however many are pending.
-#[derive(Default)]
-struct PendingAcks {
-    by_id: HashMap<u64, (Instant, AckHandler)>,
-    purge_at: usize,
-}
-
-impl std::fmt::Debug for PendingAcks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PendingAcks({})", self.by_id.len())
-    }
-}
-
-/// A room name. Every socket is also in the room named by its own id.
-pub type Room = Arc<str>;
-
-/// What the client sent when its engine connection was opened (the `handshake` of a Node
-/// socket, minus cookies: they never leave this process). Stored compactly: it lives as long as
-/// the connection, and the query and time are derived only when a peer asks (`fetchSockets`).
-#[derive(Debug, Clone)]
-pub struct Handshake {
-    /// Selected request headers (`host`, `origin`, `user-agent`, `x-forwarded-for`).
-    pub headers: Box<[(&'static str, Box<str>)]>,
-    /// Epoch milliseconds of the handshake.
-    pub issued: u64,
-    pub address: std::net::IpAddr,
-    /// Request path and query, e.g. `/socket.io/?EIO=4&transport=websocket`.
-    pub url: Box<str>,
-}
-
-impl Default for Handshake {
-    fn default() -> Self {
-        Handshake {
-            headers: Box::new([]),
-            issued: 0,
-            address: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            url: "".into(),
-        }
-    }
-}
-
-impl Handshake {
-    /// The query parameters of `url`, decoded.
-    pub fn query(&self) -> Vec<(String, String)> {
-        parse_query(self.url.split_once('?').map_or("", |(_, q)| q))
-            .into_iter()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    }
-}
-
-/// `a=1&b=x%20y` → pairs, percent-decoded (`+` as space, as in a URL query). Borrowed where
-/// nothing needs decoding (every handshake's `EIO=4&transport=websocket`).
-pub fn parse_query(query: &str) -> Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
-    fn decode(s: &str) -> std::borrow::Cow<'_, str> {
-        if !s.contains(['+', '%']) {
-            return s.into();
-        }
-        crate::auth::cookie::decode_value(&s.replace('+', " "))
-            .into_owned()
-            .into()
-    }
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-/// One client connected to one namespace.
+/// The namespaces a node serves (`/` always), by name.
 #[derive(Debug)]
-pub struct Socket {
-    pub id: Arc<str>,
-    pub nsp: Arc<str>,
-    /// The user of an authenticated socket (`passport.user`); Node peers see it as
-    /// `socket.data`, built by [`Socket::data`] when they ask.
-    pub user: Option<Value>,
-    pub handshake: Arc<Handshake>,
-    /// The CONNECT payload (`auth`).
-    pub auth: Value,
-    /// The express-session id the socket was authenticated with (`None` without auth).
-    pub session: Option<Arc<str>>,
-    outbox: Arc<Outbox>,
-    /// Rooms this socket is in (a set: a peer may join it to thousands); `None` once it is gone.
-    rooms: Mutex<Option<HashSet<Room>>>,
-    /// Acks this socket's client owes the server (boxed: most sockets never owe one).
-    acks: Mutex<Option<Box<PendingAcks>>>,
+pub struct Namespaces {
+    by_name: HashMap<String, Arc<Namespace>>,
 }
 
-impl Socket {
-    pub fn new(
-        nsp: Arc<str>,
-        id: Arc<str>,
-        outbox: Arc<Outbox>,
-        user: Option<Value>,
-        handshake: Arc<Handshake>,
-        auth: Value,
-        session: Option<Arc<str>>,
-    ) -> Arc<Self> {
-        Arc::new(Socket {
-            id,
-            nsp,
-            user,
-            handshake,
-            auth,
-            session,
-            outbox,
-            rooms: Mutex::new(Some(HashSet::new())),
-            acks: Mutex::new(None),
-        })
+impl Namespaces {
+    /// `/` and `names`.
+    pub fn new(names: &[String]) -> Self {
+        let mut by_name: HashMap<_, _> = names.iter().map(|n| (n.clone(), Arc::new(Namespace::new(n)))).collect();
+        by_name
+            .entry("/".into())
+            .or_insert_with(|| Arc::new(Namespace::new("/")));
+        Namespaces { by_name }
     }
 
-    /// `socket.data` as Node peers see it: `{"user": …}` for authenticated sockets, `{}` else.
-    pub fn data(&self) -> Value {
-        match &self.user {
-            Some(user) => serde_json::json!({ "user": user }),
-            None => serde_json::json!({}),
+    pub fn get(&self, name: &str) -> Option<&Arc<Namespace>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Namespace>> {
+        self.by_name.values()
+    }
+
+    /// Disconnects one socket from its namespace: the client gets a DISCONNECT packet, and
+    /// with `close_connection` its whole engine connection is closed.
+    pub fn disconnect(&self, socket: &Socket, close_connection: bool) {
+        let Some(nsp) = self.get(&socket.nsp) else {
+            return;
+        };
+        if nsp.remove(socket) {
+            socket.send(&Packet::disconnect(&socket.nsp));
+        }
+        if close_connection {
+            socket.outbox().close(CloseReason::ServerDisconnect);
         }
     }
-
-    pub fn is_connected(&self) -> bool {
-        self.rooms.lock().is_some()
-    }
-
-    fn in_room(&self, room: &str) -> bool {
-        self.rooms.lock().as_ref().is_some_and(|rooms| rooms.contains(room))
-    }
-
-    /// The rooms the socket is in (empty once it is gone).
-    pub fn rooms(&self) -> Vec<Room> {
-        self.rooms
-            .lock()
-            .as_ref()
-            .map(|rooms| rooms.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Sends a packet to this client. False if the connection is closing.
-    pub fn send(&self, packet: &Packet) -> bool {
-        self.outbox.push(&frames(packet))
-    }
-
-    /// Emits `event` with `args` (binary parts as placeholders + `attachments`).
-    pub fn emit(&self, event: &str, mut args: Vec<Value>, attachments: Vec<Bytes>) -> bool {
-        args.insert(0, Value::from(event));
-        self.send(&Packet::event(&self.nsp, args, attachments))
-    }
-
-    /// Answers the client's ack request `id`.
-    pub fn ack(&self, id: u64, args: Vec<Value>, attachments: Vec<Bytes>) -> bool {
-        self.send(&Packet::ack(&self.nsp, id, args, attachments))
-    }
-
-    /// Waits up to `timeout` for the client to acknowledge packet `id`. False, registering
-    /// nothing, when the client already owes [`MAX_PENDING_ACKS`] acks.
-    pub fn expect_ack(&self, id: u64, timeout: Duration, handler: AckHandler) -> bool {
-        let now = Instant::now();
-        let mut acks = self.acks.lock();
-        let acks = acks.get_or_insert_with(Default::default);
-        if acks.by_id.len() >= acks.purge_at {
-            acks.by_id.retain(|_, (deadline, _)| *deadline > now);
-            acks.purge_at = (acks.by_id.len() * 2).max(16);
-        }
-        if acks.by_id.len() >= MAX_PENDING_ACKS {
-            return false;
-        }
-        acks.by_id.insert(id, (now + timeout, handler));
-        true
-    }
-
-    /// The handler waiting for ack `id`, if it has not expired.
-    pub fn take_ack(&self, id: u64) -> Option<AckHandler> {
-        let (deadline, handler) = self.acks.lock().as_mut()?.by_id.remove(&id)?;
-        (deadline > Instant::now()).then_some(handler)
-    }
-
-    /// Acks this client owes (expired ones included until they are purged).
-    pub fn pending_acks(&self) -> usize {
-        self.acks.lock().as_ref().map_or(0, |acks| acks.by_id.len())
-    }
-
-    pub fn outbox(&self) -> &Arc<Outbox> {
-        &self.outbox
-    }
-}
-
-/// The frames of a packet on the wire: its text form, then each attachment.
-pub fn frames(packet: &Packet) -> Vec<Frame> {
-    let mut frames = Vec::with_capacity(1 + packet.attachments.len());
-    frames.push(Frame::Text(crate::protocol::engineio::message(&packet.encode()).into()));
-    frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
-    frames
 }
 
 /// A room appearing on or disappearing from this node (its first member joined, its last left).
@@ -619,13 +451,14 @@ impl std::hash::Hasher for PtrHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::Outbox;
     use serde_json::json;
 
     fn socket(nsp: &Namespace, id: &str) -> Arc<Socket> {
         let s = Socket::new(
             nsp.name.clone(),
             id.into(),
-            Arc::new(Outbox::new(1 << 20)),
+            Arc::new(Outbox::new(1 << 20, Arc::default())),
             None,
             Arc::default(),
             json!({}),

@@ -150,6 +150,45 @@ impl TokenBucket {
     }
 }
 
+/// Why a client event was not taken, as its ack says: `{"ok":false,"error":"…"}`. One set for
+/// the gateway's own refusals and the event hooks' (the inbound stream writer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Past `--max-events-per-second`.
+    RateLimited,
+    /// A room request no `--allow-join` pattern allows.
+    Forbidden,
+    /// Past `--max-rooms-per-socket`.
+    TooManyRooms,
+    /// Nothing handles the event.
+    Unhandled,
+    /// The inbound stream's Redis did not take it.
+    StoreUnavailable,
+    /// The inbound writer's queue is full.
+    QueueFull,
+    /// Not an event `--inbound-events` forwards.
+    NotForwarded,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::RateLimited => "rate_limited",
+            Refusal::Forbidden => "forbidden",
+            Refusal::TooManyRooms => "too_many_rooms",
+            Refusal::Unhandled => "unhandled",
+            Refusal::StoreUnavailable => "store_unavailable",
+            Refusal::QueueFull => "queue_full",
+            Refusal::NotForwarded => "not_forwarded",
+        }
+    }
+
+    /// The ack a client gets: `{"ok":false,"error":"…"}`.
+    pub fn ack(self) -> Value {
+        serde_json::json!({ "ok": false, "error": self.as_str() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,8 @@
-//! The Redis wire format of `@socket.io/redis-adapter` (classic, 8.x) and
-//! `@socket.io/redis-emitter` (5.x): channel names, broadcast messages, requests and responses.
+//! What every Redis adapter wire format shares: the broadcast message of
+//! `@socket.io/redis-adapter` (8.x) and `@socket.io/redis-emitter` (5.x), selectors, bounds on
+//! what is decoded, and the conversion between msgpack payloads and Socket.IO arguments. The
+//! classic protocol's channels and requests are [`super::classic`]'s, the sharded one's
+//! [`super::sharded`]'s.
 //!
 //! Pure: bytes in, typed values out, and back. Payloads stay `rmpv::Value` so binary, integer
 //! widths and key order survive a relay; [`to_client_args`] and [`from_client_value`] convert
@@ -7,59 +10,13 @@
 //! defensively: anything unexpected is an [`AdapterError`], never a panic.
 
 use super::socketio::placeholder;
+use crate::metrics::AdapterDrop;
 use bytes::Bytes;
 use rmpv::Value as Mp;
 use serde_json::{Map, Value as Json};
 
 /// The `uid` the Node emitter publishes with.
 pub const EMITTER_UID: &str = "emitter";
-
-/// Channel names of one namespace under a key prefix (`socket.io` by default).
-#[derive(Debug, Clone)]
-pub struct Channels {
-    /// `<prefix>#<nsp>#`: broadcasts to everyone or to several rooms.
-    pub broadcast: String,
-    /// `<prefix>-request#<nsp>#`
-    pub request: String,
-    /// `<prefix>-response#<nsp>#`
-    pub response: String,
-}
-
-impl Channels {
-    pub fn new(prefix: &str, nsp: &str) -> Self {
-        Channels {
-            broadcast: format!("{prefix}#{nsp}#"),
-            request: format!("{prefix}-request#{nsp}#"),
-            response: format!("{prefix}-response#{nsp}#"),
-        }
-    }
-
-    /// `<prefix>#<nsp>#*`: every broadcast channel of the namespace.
-    pub fn broadcast_pattern(&self) -> String {
-        format!("{}*", self.broadcast)
-    }
-
-    /// `<prefix>-response#<nsp>#<uid>#`: responses addressed to one node.
-    pub fn response_for(&self, uid: &str) -> String {
-        format!("{}{uid}#", self.response)
-    }
-
-    /// Where a broadcast to `rooms` is published: the room's own channel (with its trailing `#`)
-    /// for exactly one room, else the namespace channel.
-    pub fn for_rooms(&self, rooms: &[String]) -> String {
-        match rooms {
-            [room] => format!("{}{room}#", self.broadcast),
-            _ => self.broadcast.clone(),
-        }
-    }
-
-    /// The room a broadcast channel names: `Some("")` for the namespace channel, `None` for a
-    /// channel of another namespace. Like Node, the last character is dropped blindly.
-    pub fn room_of<'c>(&self, channel: &'c str) -> Option<&'c str> {
-        let rest = channel.strip_prefix(self.broadcast.as_str())?;
-        Some(rest.get(..rest.len().saturating_sub(1)).unwrap_or(""))
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdapterError {
@@ -78,15 +35,15 @@ pub enum AdapterError {
 }
 
 impl AdapterError {
-    /// Label for metrics.
-    pub fn as_str(&self) -> &'static str {
+    /// The `wsgate_adapter_dropped_total` label it is counted under.
+    pub fn label(&self) -> AdapterDrop {
         match self {
-            AdapterError::NotMsgpack => "not_msgpack",
-            AdapterError::NotJson => "not_json",
-            AdapterError::Shape(_) => "bad_shape",
-            AdapterError::UnknownType(_) => "unknown_type",
-            AdapterError::TooLarge(_) => "too_large",
-            AdapterError::TooManyElements => "too_many_elements",
+            AdapterError::NotMsgpack => AdapterDrop::NotMsgpack,
+            AdapterError::NotJson => AdapterDrop::NotJson,
+            AdapterError::Shape(_) => AdapterDrop::BadShape,
+            AdapterError::UnknownType(_) => AdapterDrop::UnknownType,
+            AdapterError::TooLarge(_) => AdapterDrop::TooLarge,
+            AdapterError::TooManyElements => AdapterDrop::TooManyElements,
         }
     }
 }
@@ -269,7 +226,7 @@ pub(super) fn decode_json_or_msgpack(bytes: &[u8]) -> Result<Mp, AdapterError> {
     }
 }
 
-fn str_field(map: &[(Mp, Mp)], key: &str) -> Option<String> {
+pub(super) fn str_field(map: &[(Mp, Mp)], key: &str) -> Option<String> {
     get(map, key).and_then(Mp::as_str).map(str::to_owned)
 }
 
@@ -326,201 +283,6 @@ impl Broadcast {
     /// `flags.timeout` in milliseconds, if set.
     pub fn timeout_ms(&self) -> Option<u64> {
         get(&self.flags, "timeout").and_then(Mp::as_u64)
-    }
-}
-
-/// Request types of the classic adapter (8.x codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestType {
-    Sockets = 0,
-    AllRooms = 1,
-    RemoteJoin = 2,
-    RemoteLeave = 3,
-    RemoteDisconnect = 4,
-    RemoteFetch = 5,
-    ServerSideEmit = 6,
-    Broadcast = 7,
-    BroadcastClientCount = 8,
-    BroadcastAck = 9,
-}
-
-impl RequestType {
-    fn from_code(code: i64) -> Option<Self> {
-        use RequestType::*;
-        Some(match code {
-            0 => Sockets,
-            1 => AllRooms,
-            2 => RemoteJoin,
-            3 => RemoteLeave,
-            4 => RemoteDisconnect,
-            5 => RemoteFetch,
-            6 => ServerSideEmit,
-            7 => Broadcast,
-            8 => BroadcastClientCount,
-            9 => BroadcastAck,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        use RequestType::*;
-        match self {
-            Sockets => "sockets",
-            AllRooms => "all_rooms",
-            RemoteJoin => "remote_join",
-            RemoteLeave => "remote_leave",
-            RemoteDisconnect => "remote_disconnect",
-            RemoteFetch => "remote_fetch",
-            ServerSideEmit => "server_side_emit",
-            Broadcast => "broadcast",
-            BroadcastClientCount => "broadcast_client_count",
-            BroadcastAck => "broadcast_ack",
-        }
-    }
-}
-
-/// A message on a request channel. Fields a type does not use are empty.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub kind: RequestType,
-    pub uid: Option<String>,
-    pub request_id: Option<String>,
-    /// `opts` (current form); `None` for the legacy per-socket form.
-    pub selector: Option<Selector>,
-    /// Rooms to join or leave (REMOTE_JOIN/LEAVE), or the rooms of a SOCKETS request.
-    pub rooms: Vec<String>,
-    pub close: bool,
-    /// Legacy per-socket form: `sid` and `room`.
-    pub sid: Option<String>,
-    pub room: Option<String>,
-    /// SERVER_SIDE_EMIT arguments.
-    pub data: Vec<Mp>,
-    /// BROADCAST (with acks): the broadcast itself.
-    pub broadcast: Option<Broadcast>,
-}
-
-impl Request {
-    /// Requests are JSON when the first byte is `{`, msgpack otherwise (as Node decides).
-    pub fn decode(bytes: &[u8]) -> Result<Self, AdapterError> {
-        let value = decode_json_or_msgpack(bytes)?;
-        let map = value.as_map().ok_or(AdapterError::Shape("request is not a map"))?;
-        let code = get(map, "type")
-            .and_then(Mp::as_i64)
-            .ok_or(AdapterError::Shape("request has no type"))?;
-        let kind = RequestType::from_code(code).ok_or(AdapterError::UnknownType(code))?;
-        let broadcast = match (kind, get(map, "packet").and_then(Mp::as_map)) {
-            (RequestType::Broadcast, Some(packet)) => {
-                let data = get(packet, "data").and_then(Mp::as_array).filter(|d| !d.is_empty());
-                let data = data.ok_or(AdapterError::Shape("broadcast packet has no data"))?.clone();
-                Some(Broadcast {
-                    uid: str_field(map, "uid"),
-                    nsp: str_field(packet, "nsp").unwrap_or_else(|| "/".into()),
-                    data,
-                    selector: selector(get(map, "opts")),
-                    flags: flags(get(map, "opts")),
-                })
-            }
-            (RequestType::Broadcast, None) => return Err(AdapterError::Shape("broadcast request has no packet")),
-            _ => None,
-        };
-        Ok(Request {
-            kind,
-            uid: str_field(map, "uid"),
-            request_id: get(map, "requestId").and_then(room_name),
-            selector: get(map, "opts").filter(|o| o.is_map()).map(|o| selector(Some(o))),
-            rooms: rooms(get(map, "rooms")),
-            close: get(map, "close").and_then(Mp::as_bool).unwrap_or(false),
-            sid: str_field(map, "sid"),
-            room: get(map, "room").and_then(room_name),
-            data: get(map, "data").and_then(Mp::as_array).cloned().unwrap_or_default(),
-            broadcast,
-        })
-    }
-}
-
-/// Requests and responses a node publishes, encoded as Node encodes them.
-pub mod encode {
-    use super::*;
-    use serde_json::json;
-
-    fn selector_json(s: &Selector) -> Json {
-        json!({ "rooms": s.rooms, "except": s.except })
-    }
-
-    /// REMOTE_JOIN (`socketsJoin`), as the emitter sends it (no uid).
-    pub fn sockets_join(selector: &Selector, rooms: &[String]) -> Vec<u8> {
-        json!({ "type": 2, "opts": selector_json(selector), "rooms": rooms })
-            .to_string()
-            .into_bytes()
-    }
-
-    /// REMOTE_LEAVE (`socketsLeave`).
-    pub fn sockets_leave(selector: &Selector, rooms: &[String]) -> Vec<u8> {
-        json!({ "type": 3, "opts": selector_json(selector), "rooms": rooms })
-            .to_string()
-            .into_bytes()
-    }
-
-    /// REMOTE_DISCONNECT (`disconnectSockets(close)`).
-    pub fn disconnect_sockets(selector: &Selector, close: bool) -> Vec<u8> {
-        json!({ "type": 4, "opts": selector_json(selector), "close": close })
-            .to_string()
-            .into_bytes()
-    }
-
-    /// SERVER_SIDE_EMIT without ack. JSON, so binary arguments do not survive (as in Node).
-    pub fn server_side_emit(uid: &str, data: &[Mp]) -> Vec<u8> {
-        let (args, _) = to_client_args(data);
-        json!({ "uid": uid, "type": 6, "data": args }).to_string().into_bytes()
-    }
-
-    /// Answer to SOCKETS.
-    pub fn sockets_response(request_id: &str, socket_ids: &[String]) -> Vec<u8> {
-        json!({ "requestId": request_id, "sockets": socket_ids })
-            .to_string()
-            .into_bytes()
-    }
-
-    /// Answer to ALL_ROOMS.
-    pub fn all_rooms_response(request_id: &str, rooms: &[String]) -> Vec<u8> {
-        json!({ "requestId": request_id, "rooms": rooms })
-            .to_string()
-            .into_bytes()
-    }
-
-    /// Answer to REMOTE_FETCH: `sockets` are `{id, handshake, rooms, data}` objects.
-    pub fn fetch_response(request_id: &str, sockets: Vec<Json>) -> Vec<u8> {
-        json!({ "requestId": request_id, "sockets": sockets })
-            .to_string()
-            .into_bytes()
-    }
-
-    /// Answer to a legacy per-socket REMOTE_JOIN/LEAVE/DISCONNECT.
-    pub fn done_response(request_id: &str) -> Vec<u8> {
-        json!({ "requestId": request_id }).to_string().into_bytes()
-    }
-
-    /// Answer to SERVER_SIDE_EMIT with an ack.
-    pub fn server_side_emit_response(request_id: &str, data: Json) -> Vec<u8> {
-        json!({ "type": 6, "requestId": request_id, "data": data })
-            .to_string()
-            .into_bytes()
-    }
-
-    /// BROADCAST_CLIENT_COUNT (JSON, sent even for 0).
-    pub fn client_count(request_id: &str, count: usize) -> Vec<u8> {
-        json!({ "type": 8, "requestId": request_id, "clientCount": count })
-            .to_string()
-            .into_bytes()
-    }
-
-    /// BROADCAST_ACK (msgpack): `packet` is the first argument of the client's ack.
-    pub fn broadcast_ack(request_id: &str, packet: Mp) -> Vec<u8> {
-        encode_msgpack(&Mp::Map(vec![
-            (Mp::from("type"), Mp::from(9)),
-            (Mp::from("requestId"), Mp::from(request_id)),
-            (Mp::from("packet"), packet),
-        ]))
     }
 }
 
@@ -670,6 +432,7 @@ pub fn from_client_value(value: &Json, attachments: &[Bytes]) -> Mp {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::protocol::classic::Request;
 
     /// Bytes from a hex dump (whitespace ignored), as captured from Node peers.
     pub(in crate::protocol) fn hex(s: &str) -> Vec<u8> {
@@ -753,32 +516,6 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn requests_decode_from_json_and_msgpack() {
-        let r = Request::decode(br#"{"uid":"i52Bv0","type":2,"opts":{"rooms":[],"except":[]},"rooms":["x"]}"#).unwrap();
-        assert_eq!(
-            (r.kind, r.rooms.as_slice()),
-            (RequestType::RemoteJoin, &["x".to_string()][..])
-        );
-        assert_eq!(r.selector, Some(Selector::default()));
-        let r = Request::decode(br#"{"type":4,"opts":{"rooms":["room1",5],"except":[]},"close":true}"#).unwrap();
-        assert!(r.close);
-        assert_eq!(r.selector.unwrap().rooms, vec!["room1", "5"]);
-        let r = Request::decode(br#"{"uid":"i52Bv0","requestId":"uiVdY1","type":6,"data":["ping-server",3]}"#).unwrap();
-        assert_eq!((r.request_id.as_deref(), r.data.len()), (Some("uiVdY1"), 2));
-
-        // Observed BROADCAST with ack: io.timeout(1000).emit("ack-ev", 7, cb)
-        let bytes = hex("85 a3 756964 a6 693532427630 a9 7265717565737449 64 a6 6f49626e445a a4 74797065 07 a6 7061636b6574 83 a4 74797065 02 a4 64617461 92 a6 61636b2d6576 07 a3 6e7370 a1 2f a4 6f707473 83 a5 726f6f6d73 90 a6 657863657074 90 a5 666c616773 81 a7 74696d656f7574 cd 03e8");
-        let r = Request::decode(&bytes).unwrap();
-        assert_eq!(
-            (r.kind, r.request_id.as_deref()),
-            (RequestType::Broadcast, Some("oIbnDZ"))
-        );
-        let b = r.broadcast.unwrap();
-        assert_eq!(b.timeout_ms(), Some(1000));
-        assert_eq!(to_client_args(&b.data).0, vec![Json::from("ack-ev"), Json::from(7)]);
-    }
-
-    #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert_eq!(Broadcast::decode(b"hello"), Err(AdapterError::NotMsgpack));
         assert_eq!(
@@ -806,19 +543,6 @@ pub(super) mod tests {
         );
         let deep = [vec![0x91u8; 100_000], vec![0xc0]].concat();
         assert!(Broadcast::decode(&deep).is_err(), "deep nesting is refused");
-    }
-
-    #[test]
-    fn room_channels() {
-        let c = Channels::new("socket.io", "/");
-        assert_eq!(c.for_rooms(&["room1".into()]), "socket.io#/#room1#");
-        assert_eq!(c.for_rooms(&["a".into(), "b".into()]), "socket.io#/#");
-        assert_eq!(c.room_of("socket.io#/#room1#"), Some("room1"));
-        assert_eq!(c.room_of("socket.io#/#"), Some(""));
-        assert_eq!(c.room_of("socket.io#/admin#"), None);
-        assert_eq!(c.broadcast_pattern(), "socket.io#/#*");
-        assert_eq!(c.response_for("AbC123"), "socket.io-response#/#AbC123#");
-        assert_eq!(Channels::new("k", "/admin").request, "k-request#/admin#");
     }
 
     #[test]

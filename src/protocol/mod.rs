@@ -5,7 +5,9 @@
 //! fuzzed in isolation.
 
 pub mod adapter;
+pub mod classic;
 pub mod engineio;
+pub mod handshake;
 pub mod sharded;
 pub mod socketio;
 

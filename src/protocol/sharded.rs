@@ -11,6 +11,7 @@ use super::adapter::{
     decode_json_or_msgpack, encode_msgpack, flags, get, room_name, rooms, selector, to_client_args, AdapterError,
     Broadcast, Selector,
 };
+use crate::metrics::AdapterMessage;
 use rmpv::Value as Mp;
 use serde_json::{json, Value as Json};
 
@@ -149,17 +150,17 @@ pub enum Message {
 }
 
 impl Message {
-    /// Label for metrics.
-    pub fn as_str(&self) -> &'static str {
+    /// The `wsgate_adapter_messages_total` label it is counted under.
+    pub fn label(&self) -> AdapterMessage {
         match self {
-            Message::Broadcast { request_id: None, .. } => "broadcast",
-            Message::Broadcast { .. } => "broadcast_with_ack",
-            Message::SocketsJoin { .. } => "sockets_join",
-            Message::SocketsLeave { .. } => "sockets_leave",
-            Message::DisconnectSockets { .. } => "disconnect_sockets",
-            Message::FetchSockets { .. } => "fetch_sockets",
-            Message::ServerSideEmit { .. } => "server_side_emit",
-            Message::Ignored(_) => "response",
+            Message::Broadcast { request_id: None, .. } => AdapterMessage::Broadcast,
+            Message::Broadcast { .. } => AdapterMessage::BroadcastWithAck,
+            Message::SocketsJoin { .. } => AdapterMessage::SocketsJoin,
+            Message::SocketsLeave { .. } => AdapterMessage::SocketsLeave,
+            Message::DisconnectSockets { .. } => AdapterMessage::DisconnectSockets,
+            Message::FetchSockets { .. } => AdapterMessage::FetchSockets,
+            Message::ServerSideEmit { .. } => AdapterMessage::ServerSideEmit,
+            Message::Ignored(_) => AdapterMessage::Response,
         }
     }
 }

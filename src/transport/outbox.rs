@@ -11,24 +11,33 @@
 //! normally keeps up with any burst its transport can carry, and one that stops reading is
 //! caught by time (the transport's slow-consumer timeout) long before. Only a client whose queue
 //! still passes the cap is closed; a single message larger than the cap is dropped for that
-//! client alone and counted in [`OVERSIZED_DROPS`].
+//! client alone and counted in `wsgate_oversized_drops_total`.
 
-use super::CloseReason;
+use super::close::CloseReason;
+use crate::metrics::Metrics;
+use crate::protocol::engineio;
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tokio::sync::Notify;
-
-/// Messages dropped for one client because each alone was larger than its queue's cap.
-pub static OVERSIZED_DROPS: AtomicU64 = AtomicU64::new(0);
 
 /// One WebSocket frame. Cloning is cheap (reference-counted), so a broadcast encodes once.
 #[derive(Debug, Clone)]
 pub enum Frame {
     Text(Utf8Bytes),
     Binary(Bytes),
+}
+
+/// The frames of one Engine.IO `message` carrying `text` (a packet of the layer above, opaque
+/// here), then its binary attachments, each a frame of its own.
+pub fn message_frames(text: &str, attachments: &[Bytes]) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(1 + attachments.len());
+    frames.push(Frame::Text(engineio::message(text).into()));
+    frames.extend(attachments.iter().cloned().map(Frame::Binary));
+    frames
 }
 
 /// Queued frames: one is held inline (a broadcast reaching an idle client), more spill to the
@@ -53,6 +62,8 @@ pub struct Outbox {
     state: Mutex<State>,
     wake: Notify,
     max_bytes: usize,
+    /// Where a message too large for the queue is counted.
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Default)]
@@ -63,11 +74,12 @@ struct State {
 }
 
 impl Outbox {
-    pub fn new(max_bytes: usize) -> Self {
+    pub fn new(max_bytes: usize, metrics: Arc<Metrics>) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             max_bytes,
+            metrics,
         }
     }
 
@@ -81,7 +93,7 @@ impl Outbox {
             return false;
         }
         if size > self.max_bytes {
-            OVERSIZED_DROPS.fetch_add(1, Ordering::Relaxed);
+            self.metrics.oversized_drops.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         if state.bytes + size > self.max_bytes {
@@ -164,17 +176,17 @@ mod tests {
 
     #[test]
     fn one_message_over_the_cap_is_dropped_not_fatal() {
-        let outbox = Outbox::new(10);
-        let before = OVERSIZED_DROPS.load(Ordering::Relaxed);
+        let metrics = Arc::new(Metrics::default());
+        let outbox = Outbox::new(10, metrics.clone());
         assert!(!outbox.push(&[Frame::Text("12345678901".into())]));
-        assert!(OVERSIZED_DROPS.load(Ordering::Relaxed) > before);
+        assert_eq!(metrics.oversized_drops.load(Ordering::Relaxed), 1);
         assert!(!outbox.is_closing(), "the client stays connected");
         assert!(outbox.push(&[Frame::Text("1234567890".into())]));
     }
 
     #[test]
     fn over_the_byte_limit_the_connection_closes_as_slow() {
-        let outbox = Outbox::new(10);
+        let outbox = Outbox::new(10, Arc::default());
         assert!(outbox.push(&[Frame::Text("12345".into())]));
         assert!(outbox.push(&[Frame::Binary(Bytes::from_static(b"12345"))]));
         assert!(!outbox.push(&[Frame::Text("x".into())]));
@@ -186,7 +198,7 @@ mod tests {
 
     #[test]
     fn close_keeps_queued_frames_and_first_reason() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, Arc::default());
         assert!(outbox.push(&[Frame::Text("41".into())]));
         outbox.close(CloseReason::ServerDisconnect);
         outbox.close(CloseReason::ShuttingDown);
@@ -197,7 +209,7 @@ mod tests {
 
     #[test]
     fn draining_swaps_buffers_so_a_busy_queue_reuses_them() {
-        let outbox = Outbox::new(1 << 20);
+        let outbox = Outbox::new(1 << 20, Arc::default());
         let mut spare = Frames::new();
         for _ in 0..3 {
             assert!(outbox.push(&[Frame::Text("42".into()), Frame::Text("43".into())]));

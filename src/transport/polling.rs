@@ -11,9 +11,11 @@
 //! client sends `5` over the probed WebSocket, the WebSocket drains it after, so no packet is
 //! lost or sent twice.
 
-use super::outbox::Frames;
-use super::session::{Carrier, EngineSession};
-use super::{websocket, CloseReason, Engine, Frame, Outbox, TransportConfig};
+use super::close::CloseReason;
+use super::config::TransportConfig;
+use super::outbox::{Frame, Frames, Outbox};
+use super::permit::ConnectionPermit;
+use super::websocket;
 use crate::protocol::engineio::{encode_payload, PayloadPacket, PayloadPart, PayloadReader};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
@@ -25,9 +27,6 @@ use tokio::time::Instant;
 
 const NOOP: &str = "6";
 const CLOSE: &str = "1";
-
-/// Whatever must live as long as a WebSocket (its connection's place under the connection cap).
-pub type Held = Box<dyn std::any::Any + Send + Sync>;
 
 /// Why a polling request is refused. Each maps to one engine.io error response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,15 +45,39 @@ pub enum PollError {
     Malformed(String),
 }
 
-impl PollError {
-    /// Label for logs and metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            PollError::Upgraded => "transport_mismatch",
-            PollError::Closed => "session_closed",
-            PollError::Overlap("GET") => "overlapping_get",
-            PollError::Overlap(_) => "overlapping_post",
-            PollError::Malformed(_) => "malformed_payload",
+/// Why a WebSocket opened with a polling session's id did not take the session over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpgradeError {
+    /// The session is not on polling (already upgrading, upgraded, or closing).
+    #[error("the session is not on polling (a second upgrade, or it is closing)")]
+    NotPolling,
+    /// No `2probe` … `5` within the upgrade timeout.
+    #[error("the client did not finish the upgrade within --upgrade-timeout")]
+    Timeout,
+    /// The WebSocket sent something else, or closed, before `5`.
+    #[error("the client abandoned the upgrade")]
+    Aborted,
+}
+
+impl From<UpgradeError> for crate::metrics::Upgrade {
+    fn from(err: UpgradeError) -> Self {
+        match err {
+            UpgradeError::NotPolling => crate::metrics::Upgrade::NotPolling,
+            UpgradeError::Timeout => crate::metrics::Upgrade::Timeout,
+            UpgradeError::Aborted => crate::metrics::Upgrade::Aborted,
+        }
+    }
+}
+
+impl From<&PollError> for crate::metrics::PollingRefused {
+    fn from(err: &PollError) -> Self {
+        use crate::metrics::PollingRefused as R;
+        match err {
+            PollError::Upgraded => R::TransportMismatch,
+            PollError::Closed => R::SessionClosed,
+            PollError::Overlap("GET") => R::OverlappingGet,
+            PollError::Overlap(_) => R::OverlappingPost,
+            PollError::Malformed(_) => R::MalformedPayload,
         }
     }
 }
@@ -92,7 +115,7 @@ struct Slots {
     /// The HTTP side decided the session must end (a request that breaks the rules).
     failure: Option<CloseReason>,
     /// The probed WebSocket, once the client sent `5`, with what must live as long as it.
-    websocket: Option<(Box<WebSocket>, Held)>,
+    websocket: Option<(Box<WebSocket>, Option<ConnectionPermit>)>,
 }
 
 impl Slots {
@@ -185,8 +208,8 @@ impl PollingSession {
         self: Arc<Self>,
         mut ws: WebSocket,
         timeout: Duration,
-        held: Held,
-    ) -> Result<(), &'static str> {
+        permit: Option<ConnectionPermit>,
+    ) -> Result<(), UpgradeError> {
         let probing = {
             let mut slots = self.slots.lock();
             let probing = slots.phase == Phase::Polling;
@@ -197,7 +220,7 @@ impl PollingSession {
         };
         if !probing {
             websocket::refuse(ws).await;
-            return Err("not_polling");
+            return Err(UpgradeError::NotPolling);
         }
         let probed = tokio::time::timeout(timeout, async {
             expect_text(&mut ws, "2probe").await?;
@@ -221,14 +244,21 @@ impl PollingSession {
             let mut slots = self.slots.lock();
             match probed {
                 Ok(Some(())) if slots.phase == Phase::Upgrading => {
-                    slots.websocket = Some((Box::new(ws), held));
+                    slots.websocket = Some((Box::new(ws), permit));
                     None
                 }
                 _ => {
                     if matches!(slots.phase, Phase::Probing | Phase::Upgrading) {
                         slots.phase = Phase::Polling;
                     }
-                    Some((ws, if probed.is_err() { "timeout" } else { "aborted" }))
+                    Some((
+                        ws,
+                        if probed.is_err() {
+                            UpgradeError::Timeout
+                        } else {
+                            UpgradeError::Aborted
+                        },
+                    ))
                 }
             }
         };
@@ -267,10 +297,19 @@ pub(super) struct PollingCarrier {
     post: Option<Post>,
 }
 
+impl PollingCarrier {
+    pub(super) fn new() -> Self {
+        PollingCarrier {
+            shared: Arc::default(),
+            post: None,
+        }
+    }
+}
+
 /// What the session task does next.
 pub(super) enum PollingStep {
     Packet(PayloadPacket),
-    Upgraded(Box<WebSocket>, Held),
+    Upgraded(Box<WebSocket>, Option<ConnectionPermit>),
     /// Nothing to do until the session is woken (or a timer fires).
     Wait(Arc<PollingSession>),
 }
@@ -392,19 +431,6 @@ fn payload(frames: &[Frame], last: Option<&str>) -> String {
         Frame::Binary(data) => PayloadPart::Binary(data),
     });
     encode_payload(parts.chain(last.map(PayloadPart::Text)))
-}
-
-impl Engine {
-    /// Opens a session for a polling handshake and registers it under `sid`; returns it and the
-    /// open packet that is the handshake's response body.
-    pub fn open_polling(self: &Arc<Self>, sid: Arc<str>, upgrade_to_websocket: bool) -> (EngineSession, String) {
-        let open = self.open_packet(&sid, upgrade_to_websocket);
-        let carrier = PollingCarrier {
-            shared: Arc::default(),
-            post: None,
-        };
-        (EngineSession::new(self, sid, Carrier::Polling(carrier)), open)
-    }
 }
 
 #[cfg(test)]

@@ -183,7 +183,12 @@ pub async fn gateway(redis_url: &str, extra: &[&str]) -> wsgate::Server {
     ];
     argv.extend_from_slice(extra);
     let cli = <wsgate::config::Cli as clap::Parser>::try_parse_from(argv).expect("valid flags");
-    let (config, http, cluster) = cli.serve.build().expect("valid config");
+    let wsgate::config::Settings {
+        gateway: config,
+        http,
+        cluster,
+        ..
+    } = cli.serve.build().expect("valid config");
     wsgate::Server::start("127.0.0.1:0".parse().unwrap(), config, http, Some(cluster))
         .await
         .unwrap()

@@ -9,6 +9,7 @@
 //! Connections come from a bounded pool; a connection whose request was cut short (a timeout)
 //! is closed by the client and never handed out again, so no reply can reach the wrong request.
 
+use super::StoreError;
 use async_memcached::{AsciiProtocol, Client, MetaProtocol};
 use std::time::Duration;
 
@@ -61,9 +62,9 @@ fn valid_key(key: &str) -> bool {
 }
 
 /// The DSN the client understands, from the URL forms users write.
-fn dsn(url: &str) -> Result<String, String> {
+fn dsn(url: &str) -> Result<String, StoreError> {
     if url.contains(',') {
-        return Err("several memcached servers are not supported: the memcached npm client spreads keys over them with its own hashing; give the one server connect-memcached uses".into());
+        return Err(StoreError::Address("several memcached servers are not supported: the memcached npm client spreads keys over them with its own hashing; give the one server connect-memcached uses".into()));
     }
     let rest = url
         .strip_prefix("memcache://")
@@ -72,15 +73,15 @@ fn dsn(url: &str) -> Result<String, String> {
     match rest {
         Some(host) => Ok(format!("tcp://{}", host.trim_end_matches('/'))),
         None if url.starts_with("unix://") => Ok(url.into()),
-        None if url.contains("://") => Err(format!(
+        None if url.contains("://") => Err(StoreError::Address(format!(
             "unsupported memcached URL {url:?}: use memcache://host:port or unix:///path"
-        )),
+        ))),
         None => Ok(format!("tcp://{url}")),
     }
 }
 
 impl MemcachedStore {
-    pub(super) fn new(options: MemcachedOptions, timeout: Duration) -> Result<Self, String> {
+    pub(super) fn new(options: MemcachedOptions, timeout: Duration) -> Result<Self, StoreError> {
         let pool = deadpool::managed::Pool::builder(Connector {
             dsn: dsn(&options.url)?,
         })
@@ -88,22 +89,18 @@ impl MemcachedStore {
         .wait_timeout(Some(timeout))
         .create_timeout(Some(timeout))
         .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
         Ok(MemcachedStore {
             pool,
             prefix: options.prefix,
         })
     }
 
-    async fn client(&self) -> Result<deadpool::managed::Object<Connector>, String> {
-        self.pool.get().await.map_err(|e| match e {
-            deadpool::managed::PoolError::Backend(e) => format!("memcached: {e}"),
-            other => format!("memcached: {other}"),
-        })
+    async fn client(&self) -> Result<deadpool::managed::Object<Connector>, StoreError> {
+        Ok(self.pool.get().await?)
     }
 
-    pub(super) async fn record(&self, sid: &str) -> Result<Option<Vec<u8>>, String> {
+    pub(super) async fn record(&self, sid: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = format!("{}{}", self.prefix, sid);
         if !valid_key(&key) {
             return Ok(None);
@@ -115,7 +112,7 @@ impl MemcachedStore {
         }
     }
 
-    pub(super) async fn records(&self, sids: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
+    pub(super) async fn records(&self, sids: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let keys: Vec<String> = sids.iter().map(|sid| format!("{}{}", self.prefix, sid)).collect();
         let mut found: std::collections::HashMap<Vec<u8>, Vec<u8>> = Default::default();
         let mut client = self.client().await?;
@@ -136,7 +133,7 @@ impl MemcachedStore {
     }
 
     /// `mg <key> T<ttl> t`: memcached's touch, which never creates an item.
-    pub(super) async fn touch(&self, sid: &str, ttl_secs: u64) -> Result<bool, String> {
+    pub(super) async fn touch(&self, sid: &str, ttl_secs: u64) -> Result<bool, StoreError> {
         let key = format!("{}{}", self.prefix, sid);
         if !valid_key(&key) {
             return Ok(false);
@@ -152,9 +149,9 @@ impl MemcachedStore {
 }
 
 /// A failed request: the connection may hold half a reply, so it leaves the pool for good.
-fn broken(client: deadpool::managed::Object<Connector>, error: async_memcached::Error) -> String {
+fn broken(client: deadpool::managed::Object<Connector>, error: async_memcached::Error) -> StoreError {
     drop(deadpool::managed::Object::take(client));
-    format!("memcached: {error}")
+    StoreError::Memcached(error)
 }
 
 #[cfg(test)]
@@ -166,7 +163,7 @@ mod tests {
         assert_eq!(dsn("memcache://127.0.0.1:11211").unwrap(), "tcp://127.0.0.1:11211");
         assert_eq!(dsn("127.0.0.1:11211").unwrap(), "tcp://127.0.0.1:11211");
         assert_eq!(dsn("unix:///run/memcached.sock").unwrap(), "unix:///run/memcached.sock");
-        assert!(dsn("a:1,b:2").unwrap_err().contains("several"));
+        assert!(dsn("a:1,b:2").unwrap_err().to_string().contains("several"));
         assert!(dsn("redis://x").is_err());
         assert!(valid_key("sess:abc"));
         assert!(!valid_key("sess:a b"));

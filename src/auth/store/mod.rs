@@ -49,6 +49,28 @@ pub enum LookupError {
     Unavailable(String),
 }
 
+/// Why a session store could not answer, or could not be set up. Lookups report it as
+/// [`LookupError::Unavailable`] with this message; configuration reports it as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("memcached: {0}")]
+    Memcached(#[from] async_memcached::Error),
+    #[error("memcached: no connection: {0}")]
+    MemcachedPool(#[from] deadpool::managed::PoolError<async_memcached::Error>),
+    #[error("cannot build the connection pool: {0}")]
+    PoolSetup(#[from] deadpool::managed::BuildError),
+    #[error("postgres: {}", postgres::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres: no connection: {0}")]
+    PostgresPool(#[from] deadpool_postgres::PoolError),
+    #[error("{0}")]
+    Address(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 /// A change the store reported by itself (Postgres `LISTEN/NOTIFY`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
@@ -74,13 +96,13 @@ impl SessionStore {
     }
 
     /// Sessions written by connect-memcached: `get <prefix><sid>` on one memcached server.
-    pub fn memcached(options: MemcachedOptions, user_pointer: String, timeout: Duration) -> Result<Self, String> {
+    pub fn memcached(options: MemcachedOptions, user_pointer: String, timeout: Duration) -> Result<Self, StoreError> {
         let store = memcached::MemcachedStore::new(options, timeout)?;
         Ok(Self::with_backend(Backend::Memcached(store), user_pointer, timeout))
     }
 
     /// Sessions written by connect-pg-simple: a row of the session table, unexpired.
-    pub fn postgres(options: PostgresOptions, user_pointer: String, timeout: Duration) -> Result<Self, String> {
+    pub fn postgres(options: PostgresOptions, user_pointer: String, timeout: Duration) -> Result<Self, StoreError> {
         let store = postgres::PostgresStore::new(options, timeout)?;
         Ok(Self::with_backend(Backend::Postgres(store), user_pointer, timeout))
     }
@@ -171,11 +193,11 @@ impl SessionStore {
     }
 
     /// Changes the store reports by itself, when it can and was asked to (`--pg-notify`); the
-    /// listening task runs until the receiver is dropped. Redis reports through keyspace
+    /// listening task (tracked by `tasks`) runs until the receiver is dropped. Redis reports through keyspace
     /// notifications on the adapter's pub/sub connection instead, which the cluster module owns.
-    pub fn watch(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
+    pub fn watch(&self, tasks: &crate::tasks::Tasks) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
         match &self.backend {
-            Backend::Postgres(store) => store.watch(),
+            Backend::Postgres(store) => store.watch(tasks),
             _ => None,
         }
     }
@@ -184,11 +206,11 @@ impl SessionStore {
 /// `work` bounded by `timeout`; an error or no answer in time is [`LookupError::Unavailable`].
 async fn bounded<T>(
     timeout: Duration,
-    work: impl std::future::Future<Output = Result<T, String>>,
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, LookupError> {
     match tokio::time::timeout(timeout, work).await {
-        Err(_) => Err(LookupError::Unavailable(format!("no answer within {timeout:?}"))),
-        Ok(Err(err)) => Err(LookupError::Unavailable(err)),
+        Err(_) => Err(LookupError::Unavailable(StoreError::Timeout(timeout).to_string())),
+        Ok(Err(err)) => Err(LookupError::Unavailable(err.to_string())),
         Ok(Ok(value)) => Ok(value),
     }
 }

@@ -6,7 +6,8 @@
 //! session id on channel `wsgate_session` whenever a row is deleted or its `sess` changes; one
 //! extra connection LISTENs and reports those ids, so a logout closes sockets within a second.
 
-use super::StoreEvent;
+use super::{StoreError, StoreEvent};
+use crate::tasks::{TaskKind, Tasks};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -45,9 +46,9 @@ fn quote_ident(name: &str) -> String {
 }
 
 impl PostgresStore {
-    pub(super) fn new(options: PostgresOptions, timeout: Duration) -> Result<Self, String> {
+    pub(super) fn new(options: PostgresOptions, timeout: Duration) -> Result<Self, StoreError> {
         let config = tokio_postgres::Config::from_str(&options.url)
-            .map_err(|e| format!("bad --session-store-url for postgres: {e}"))?;
+            .map_err(|e| StoreError::Address(format!("bad --session-store-url for postgres: {e}")))?;
         let manager = deadpool_postgres::Manager::from_config(
             config.clone(),
             NoTls,
@@ -60,8 +61,7 @@ impl PostgresStore {
             .wait_timeout(Some(timeout))
             .create_timeout(Some(timeout))
             .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         let table = match &options.schema {
             Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&options.table)),
             None => quote_ident(&options.table),
@@ -74,29 +74,29 @@ impl PostgresStore {
         })
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, String> {
-        self.pool.get().await.map_err(|e| format!("postgres: {e}"))
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
     }
 
-    pub(super) async fn record(&self, sid: &str) -> Result<Option<Vec<u8>>, String> {
+    pub(super) async fn record(&self, sid: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.client().await?;
         let query = format!(
             "SELECT sess::text FROM {} WHERE sid = $1 AND expire >= now()",
             self.table
         );
-        let statement = client.prepare_cached(&query).await.map_err(describe)?;
-        let row = client.query_opt(&statement, &[&sid]).await.map_err(describe)?;
+        let statement = client.prepare_cached(&query).await?;
+        let row = client.query_opt(&statement, &[&sid]).await?;
         Ok(row.map(|row| row.get::<_, String>(0).into_bytes()))
     }
 
-    pub(super) async fn records(&self, sids: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
+    pub(super) async fn records(&self, sids: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let client = self.client().await?;
         let query = format!(
             "SELECT sid::text, sess::text FROM {} WHERE sid = ANY($1) AND expire >= now()",
             self.table
         );
-        let statement = client.prepare_cached(&query).await.map_err(describe)?;
-        let rows = client.query(&statement, &[&sids]).await.map_err(describe)?;
+        let statement = client.prepare_cached(&query).await?;
+        let rows = client.query(&statement, &[&sids]).await?;
         let mut found: std::collections::HashMap<String, String> =
             rows.into_iter().map(|row| (row.get(0), row.get(1))).collect();
         Ok(sids
@@ -106,28 +106,28 @@ impl PostgresStore {
     }
 
     /// Moves `expire` as connect-pg-simple's `touch` does; an expired or deleted row stays so.
-    pub(super) async fn touch(&self, sid: &str, ttl_secs: u64) -> Result<bool, String> {
+    pub(super) async fn touch(&self, sid: &str, ttl_secs: u64) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let query = format!(
             "UPDATE {} SET expire = now() + make_interval(secs => $2) WHERE sid = $1 AND expire >= now()",
             self.table
         );
-        let statement = client.prepare_cached(&query).await.map_err(describe)?;
-        let updated = client
-            .execute(&statement, &[&sid, &(ttl_secs as f64)])
-            .await
-            .map_err(describe)?;
+        let statement = client.prepare_cached(&query).await?;
+        let updated = client.execute(&statement, &[&sid, &(ttl_secs as f64)]).await?;
         Ok(updated == 1)
     }
 
     /// Starts the LISTEN task when `--pg-notify` asked for it.
-    pub(super) fn watch(&self) -> Option<mpsc::Receiver<StoreEvent>> {
+    pub(super) fn watch(&self, tasks: &Tasks) -> Option<mpsc::Receiver<StoreEvent>> {
         if !self.notify {
             return None;
         }
         let (events, receiver) = mpsc::channel(4096);
         let store = self.clone();
-        tokio::spawn(async move { store.listen_forever(events).await });
+        tasks.spawn(
+            TaskKind::StoreListener,
+            async move { store.listen_forever(events).await },
+        );
         Some(receiver)
     }
 
@@ -156,7 +156,7 @@ impl PostgresStore {
         let connect = tokio::time::timeout(Duration::from_secs(5), config.connect(NoTls));
         let (client, mut connection) = match connect.await {
             Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return describe(e),
+            Ok(Err(e)) => return format!("postgres: {}", describe(&e)),
             Err(_) => return "connect timed out".into(),
         };
         // The connection must be polled for the client's queries to complete; notifications
@@ -170,7 +170,7 @@ impl PostgresStore {
                         }
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => return describe(e),
+                    Some(Err(e)) => return format!("postgres: {}", describe(&e)),
                     None => return "connection closed".to_owned(),
                 }
             }
@@ -180,14 +180,14 @@ impl PostgresStore {
             client
                 .batch_execute(&format!("LISTEN {}", quote_ident(NOTIFY_CHANNEL)))
                 .await
-                .map_err(describe)?;
+                .map_err(|e| format!("postgres: {}", describe(&e)))?;
             let trigger = client
                 .query_opt(
                     "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = 'wsgate_session_notify'",
                     &[&self.table],
                 )
                 .await
-                .map_err(describe)?;
+                .map_err(|e| format!("postgres: {}", describe(&e)))?;
             Ok::<bool, String>(trigger.is_some())
         };
         let has_trigger = tokio::select! {
@@ -213,10 +213,11 @@ impl PostgresStore {
         loop {
             tokio::select! {
                 why = &mut driver => return why,
+                () = events.closed() => return "stopped".into(),
                 _ = ping.tick() => {
                     match tokio::time::timeout(Duration::from_secs(10), client.simple_query("SELECT 1")).await {
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return describe(e),
+                        Ok(Err(e)) => return format!("postgres: {}", describe(&e)),
                         Err(_) => return "no answer to a keep-alive query".into(),
                     }
                 }
@@ -227,10 +228,10 @@ impl PostgresStore {
 
 /// A Postgres error with its server message (tokio-postgres's `Display` alone says only "db
 /// error"), e.g. a missing table.
-fn describe(error: tokio_postgres::Error) -> String {
+pub(super) fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
-        Some(db) => format!("postgres: {}: {}", db.code().code(), db.message()),
-        None => format!("postgres: {error}"),
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
     }
 }
 

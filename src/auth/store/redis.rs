@@ -4,6 +4,7 @@
 //! On a Redis Cluster the same commands go through the cluster client, and the batch is one GET
 //! per key (never a multi-key command across slots).
 
+use super::StoreError;
 use crate::redis_connection::RedisConnection;
 
 #[derive(Clone)]
@@ -21,16 +22,16 @@ impl RedisStore {
         format!("{}{}", self.prefix, sid)
     }
 
-    pub(super) async fn record(&self, sid: &str) -> Result<Option<Vec<u8>>, String> {
+    pub(super) async fn record(&self, sid: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut redis = self.redis.clone();
         redis::cmd("GET")
             .arg(self.key(sid))
             .query_async(&mut redis)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(StoreError::from)
     }
 
-    pub(super) async fn records(&self, sids: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
+    pub(super) async fn records(&self, sids: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         if self.redis.is_cluster() {
             // One GET per key, all in flight at once on the cluster's multiplexed connections,
             // rather than the client's multi-slot MGET: a GET that fails fails the round (nobody
@@ -49,7 +50,7 @@ impl RedisStore {
             return futures_util::future::join_all(gets)
                 .await
                 .into_iter()
-                .map(|got| got.map_err(|e| e.to_string()))
+                .map(|got| got.map_err(StoreError::from))
                 .collect();
         }
         let mut cmd = redis::cmd("MGET");
@@ -57,17 +58,16 @@ impl RedisStore {
             cmd.arg(self.key(sid));
         }
         let mut redis = self.redis.clone();
-        cmd.query_async(&mut redis).await.map_err(|e| e.to_string())
+        Ok(cmd.query_async(&mut redis).await?)
     }
 
-    pub(super) async fn touch(&self, sid: &str, ttl_secs: u64) -> Result<bool, String> {
+    pub(super) async fn touch(&self, sid: &str, ttl_secs: u64) -> Result<bool, StoreError> {
         let mut redis = self.redis.clone();
         let extended: i64 = redis::cmd("EXPIRE")
             .arg(self.key(sid))
             .arg(ttl_secs)
             .query_async(&mut redis)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(extended == 1)
     }
 }
