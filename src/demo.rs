@@ -208,7 +208,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             .route("/logout", post(logout))
             .with_state(demo.clone()),
     );
-    let server = crate::Server::start(settings.listen, settings.gateway, settings.http, Some(settings.cluster))
+    let server = crate::server::Server::start(settings.listen, settings.gateway, settings.http, Some(settings.cluster))
         .await
         .map_err(|e| DemoError::Listen(args.listen, e))?;
     let publisher = (!args.join).then(|| tasks.spawn(TaskKind::Application, publish(demo.clone())));

@@ -1,3 +1,6 @@
+//! The `wsgate` binary: parses the command line ([`wsgate::config::Cli`]) and runs the chosen
+//! command: serve (the default), `emit`, `disconnect` or `demo`.
+
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;

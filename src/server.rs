@@ -113,6 +113,7 @@ impl Server {
     /// cancelled, and every task is awaited with a deadline. What did not finish is logged.
     pub async fn drain(self, over: Duration) {
         let tasks = self.gateway.tasks().clone();
+        tracing::info!(running = %tasks.counts(), "shutting down: tasks running");
         self.gateway.set_ready(false);
         // The public listener stops at once; the admin one (if any) keeps answering /readyz
         // with 503 until the end.
@@ -138,7 +139,7 @@ impl Server {
         if left.is_empty() {
             tracing::info!("every task finished");
         } else {
-            tracing::warn!(unfinished = %left, "tasks still running at the end of the shutdown");
+            tracing::warn!(unfinished = %left, "tasks still running at the end of the shutdown (they end with the process)");
         }
     }
 }

@@ -95,18 +95,22 @@ impl Drop for Running {
     }
 }
 
-/// What was still running when a shutdown's deadline passed.
+/// How many tasks of each kind run (kinds with none are left out): what a shutdown starts
+/// with, and what was still running when its deadline passed.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Unfinished(pub Vec<(TaskKind, usize)>);
+pub struct TaskCounts(pub Vec<(TaskKind, usize)>);
 
-impl Unfinished {
+impl TaskCounts {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
-impl std::fmt::Display for Unfinished {
+impl std::fmt::Display for TaskCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return write!(f, "none");
+        }
         for (i, (kind, n)) in self.0.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             write!(f, "{sep}{n} {}", kind.as_str())?;
@@ -165,7 +169,7 @@ impl Tasks {
 
     /// Waits up to `deadline` for every session and connection task to end (the caller closed
     /// them); returns what is left.
-    pub async fn wait_for_sessions(&self, deadline: Duration) -> Unfinished {
+    pub async fn wait_for_sessions(&self, deadline: Duration) -> TaskCounts {
         self.inner.sessions.close();
         self.inner.connections.close();
         let both = async {
@@ -178,7 +182,7 @@ impl Tasks {
 
     /// Cancels the background tasks and waits up to `deadline` for every task to end; returns
     /// what is left. New tasks can still be spawned, and are tracked, but are not waited for.
-    pub async fn stop(&self, deadline: Duration) -> Unfinished {
+    pub async fn stop(&self, deadline: Duration) -> TaskCounts {
         self.inner.stop.cancel();
         self.inner.sessions.close();
         self.inner.connections.close();
@@ -192,8 +196,13 @@ impl Tasks {
         self.unfinished(|_| true)
     }
 
-    fn unfinished(&self, which: impl Fn(TaskKind) -> bool) -> Unfinished {
-        Unfinished(
+    /// Every kind of task running now.
+    pub fn counts(&self) -> TaskCounts {
+        self.unfinished(|_| true)
+    }
+
+    fn unfinished(&self, which: impl Fn(TaskKind) -> bool) -> TaskCounts {
+        TaskCounts(
             TaskKind::ALL
                 .into_iter()
                 .filter(|kind| which(*kind))
@@ -216,7 +225,7 @@ mod tests {
         tasks.spawn(TaskKind::Session, std::future::pending::<()>());
         assert_eq!(tasks.running(TaskKind::Cluster), 1);
         let left = tasks.wait_for_sessions(Duration::from_millis(20)).await;
-        assert_eq!(left, Unfinished(vec![(TaskKind::Session, 1)]));
+        assert_eq!(left, TaskCounts(vec![(TaskKind::Session, 1)]));
         let left = tasks.stop(Duration::from_millis(50)).await;
         assert_eq!(left.to_string(), "1 session");
         assert_eq!(tasks.running(TaskKind::Cluster), 0);

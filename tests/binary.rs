@@ -1,12 +1,10 @@
 //! The `wsgate` binary as an operator runs it: flags from the environment, JSON logs, and no
 //! secret in any log line.
 
-mod common;
-
-use common::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::*;
 
 #[tokio::test]
 async fn flags_come_from_wsgate_env_vars_and_logs_are_json_without_secrets() {

@@ -1,25 +1,18 @@
 //! Several gateway nodes on one real Redis: broadcasts, remote join/leave/disconnect, the
 //! emitter (library and CLI), garbage on the channels, and a Redis restart.
 
-mod common;
-
-use common::*;
 use rmpv::Value as Mp;
 use std::time::Duration;
+use support::*;
 use wsgate::cluster::Emitter;
 use wsgate::protocol::adapter::Selector;
-
-async fn user(redis: &Redis, addr: std::net::SocketAddr, sid: &str, user: &str) -> (Client, String) {
-    redis.login(sid, user).await;
-    Client::connect_as(addr, &cookie_for(sid, SECRET)).await
-}
 
 /// Redis, one subscribed gateway process, and user 42 connected to it.
 async fn one_node_with_user_42() -> (Redis, GatewayProcess, Client) {
     let redis = Redis::start().await;
     let node = GatewayProcess::start(&redis.url(), &[]).await;
     redis.wait_for_servers("/", 1).await;
-    let (client, _) = user(&redis, node.addr, "sa", "42").await;
+    let (client, _) = connect_user(&redis, node.addr, "sa", "42").await;
     (redis, node, client)
 }
 
@@ -44,10 +37,10 @@ async fn broadcasts_reach_room_members_on_every_node() {
     let c = gateway(&redis.url(), &[]).await;
     redis.wait_for_servers("/", 3).await;
 
-    let (mut a42, _) = user(&redis, a.addr, "sa", "42").await;
-    let (mut b42, _) = user(&redis, b.addr, "sb", "42").await;
-    let (mut b7, _) = user(&redis, b.addr, "sb7", "7").await;
-    let (mut c42, _) = user(&redis, c.local_addr(), "sc", "42").await;
+    let (mut a42, _) = connect_user(&redis, a.addr, "sa", "42").await;
+    let (mut b42, _) = connect_user(&redis, b.addr, "sb", "42").await;
+    let (mut b7, _) = connect_user(&redis, b.addr, "sb7", "7").await;
+    let (mut c42, _) = connect_user(&redis, c.local_addr(), "sc", "42").await;
 
     // Published on node C (in-process), received on A, B and C.
     let cluster = c.cluster().unwrap();
@@ -145,9 +138,9 @@ async fn join_leave_and_disconnect_apply_on_every_node() {
     let b = GatewayProcess::start(&redis.url(), &[]).await;
     let c = GatewayProcess::start(&redis.url(), &[]).await;
     redis.wait_for_servers("/", 3).await;
-    let (mut a42, _) = user(&redis, a.addr, "sa", "42").await;
-    let (mut b42, _) = user(&redis, b.addr, "sb", "42").await;
-    let (mut c7, _) = user(&redis, c.addr, "sc", "7").await;
+    let (mut a42, _) = connect_user(&redis, a.addr, "sa", "42").await;
+    let (mut b42, _) = connect_user(&redis, b.addr, "sb", "42").await;
+    let (mut c7, _) = connect_user(&redis, c.addr, "sc", "7").await;
     let e = emitter(&redis).await;
 
     e.of("/").to("user:42").sockets_join(&["vip".into()]).await.unwrap();
@@ -237,8 +230,8 @@ async fn redis_restart_is_survived_and_delivery_resumes() {
     let process = GatewayProcess::start(&redis.url(), &[]).await;
     let inproc = gateway(&redis.url(), &[]).await;
     redis.wait_for_servers("/", 2).await;
-    let (mut remote, _) = user(&redis, process.addr, "sa", "42").await;
-    let (mut local, _) = user(&redis, inproc.local_addr(), "sb", "42").await;
+    let (mut remote, _) = connect_user(&redis, process.addr, "sa", "42").await;
+    let (mut local, _) = connect_user(&redis, inproc.local_addr(), "sb", "42").await;
 
     drop(redis);
     // While Redis is down, a broadcast from a node still reaches that node's own sockets.

@@ -1,23 +1,14 @@
 //! Engine.IO / Socket.IO behaviour over real WebSockets: handshake errors, Origin policy,
 //! heartbeats, limits, malformed input, namespaces and acks.
 
-mod common;
-
-use common::*;
 use std::time::{Duration, Instant};
+use support::*;
 
 const SID: &str = "2LSRYfxsWL6_Ytcl1GLd9kx9kTQxgj1r";
 
-async fn setup(extra: &[&str]) -> (Redis, wsgate::Server, String) {
-    let redis = Redis::start().await;
-    redis.login(SID, "42").await;
-    let server = gateway(&redis.url(), extra).await;
-    (redis, server, cookie_for(SID, SECRET))
-}
-
 #[tokio::test]
 async fn bad_handshakes_get_engine_io_json_errors() {
-    let (_redis, server, _) = setup(&[]).await;
+    let (_redis, server, _) = gateway_with_user(SID, "42", &[]).await;
     let addr = server.local_addr();
     let ws = [
         ("Connection", "Upgrade"),
@@ -98,7 +89,7 @@ async fn bad_handshakes_get_engine_io_json_errors() {
 
 #[tokio::test]
 async fn origin_must_be_same_origin_or_allowed() {
-    let (_redis, server, cookie) = setup(&[]).await;
+    let (_redis, server, cookie) = gateway_with_user(SID, "42", &[]).await;
     let addr = server.local_addr();
     let (status, body) = Client::open(addr, &[("origin", "https://evil.test"), ("cookie", &cookie)])
         .await
@@ -110,12 +101,16 @@ async fn origin_must_be_same_origin_or_allowed() {
     assert!(Client::open(addr, &[("origin", &same)]).await.is_ok());
     assert!(Client::open(addr, &[]).await.is_ok());
 
-    let (_redis, server, cookie) = setup(&[
-        "--allowed-origin",
-        "https://app.test",
-        "--allowed-origin",
-        "http://localhost:8080",
-    ])
+    let (_redis, server, cookie) = gateway_with_user(
+        SID,
+        "42",
+        &[
+            "--allowed-origin",
+            "https://app.test",
+            "--allowed-origin",
+            "http://localhost:8080",
+        ],
+    )
     .await;
     let addr = server.local_addr();
     let (_c, _) = Client::open(addr, &[("origin", "https://app.test"), ("cookie", &cookie)])
@@ -140,14 +135,18 @@ async fn origin_must_be_same_origin_or_allowed() {
 
 #[tokio::test]
 async fn heartbeat_keeps_answering_clients_and_drops_silent_ones() {
-    let (_redis, server, cookie) = setup(&[
-        "--inbound-stream",
-        "",
-        "--ping-interval",
-        "100",
-        "--ping-timeout",
-        "150",
-    ])
+    let (_redis, server, cookie) = gateway_with_user(
+        SID,
+        "42",
+        &[
+            "--inbound-stream",
+            "",
+            "--ping-interval",
+            "100",
+            "--ping-timeout",
+            "150",
+        ],
+    )
     .await;
     let addr = server.local_addr();
 
@@ -177,7 +176,7 @@ async fn heartbeat_keeps_answering_clients_and_drops_silent_ones() {
 
 #[tokio::test]
 async fn frame_over_max_payload_closes_the_connection() {
-    let (_redis, server, cookie) = setup(&["--max-payload", "1000"]).await;
+    let (_redis, server, cookie) = gateway_with_user(SID, "42", &["--max-payload", "1000"]).await;
     let (mut client, _) = Client::connect_as(server.local_addr(), &cookie).await;
     let big = format!(r#"42["big","{}"]"#, "x".repeat(2000));
     let _ = futures_util::SinkExt::send(&mut client.ws, tokio_tungstenite::tungstenite::Message::text(big)).await;
@@ -196,7 +195,8 @@ async fn frame_over_max_payload_closes_the_connection() {
 /// Each malformed input closes only its own connection; a bystander keeps working.
 #[tokio::test]
 async fn malformed_packets_close_only_their_connection() {
-    let (_redis, server, cookie) = setup(&["--inbound-stream", "", "--namespace", "/admin"]).await;
+    let (_redis, server, cookie) =
+        gateway_with_user(SID, "42", &["--inbound-stream", "", "--namespace", "/admin"]).await;
     let addr = server.local_addr();
     let (mut bystander, _) = Client::connect_as(addr, &cookie).await;
 
@@ -251,7 +251,8 @@ async fn malformed_packets_close_only_their_connection() {
 
 #[tokio::test]
 async fn namespaces_events_and_unhandled_acks() {
-    let (_redis, server, cookie) = setup(&["--inbound-stream", "", "--namespace", "/admin"]).await;
+    let (_redis, server, cookie) =
+        gateway_with_user(SID, "42", &["--inbound-stream", "", "--namespace", "/admin"]).await;
     let addr = server.local_addr();
     let (mut client, _) = Client::open(addr, &[("cookie", &cookie)]).await.unwrap();
 
@@ -287,7 +288,7 @@ async fn namespaces_events_and_unhandled_acks() {
 
 #[tokio::test]
 async fn connection_without_namespace_is_closed_after_connect_timeout() {
-    let (_redis, server, _) = setup(&["--connect-timeout", "200"]).await;
+    let (_redis, server, _) = gateway_with_user(SID, "42", &["--connect-timeout", "200"]).await;
     let (mut client, _) = Client::open(server.local_addr(), &[]).await.unwrap();
     let started = Instant::now();
     client.closed().await;
@@ -303,7 +304,7 @@ async fn connection_without_namespace_is_closed_after_connect_timeout() {
 
 #[tokio::test]
 async fn server_disconnect_sends_disconnect_packet_then_closes() {
-    let (_redis, server, cookie) = setup(&[]).await;
+    let (_redis, server, cookie) = gateway_with_user(SID, "42", &[]).await;
     let (mut client, socket_id) = Client::connect_as(server.local_addr(), &cookie).await;
     let socket = server.gateway().namespace("/").unwrap().socket(&socket_id).unwrap();
     server.gateway().disconnect(&socket, true);
@@ -313,7 +314,7 @@ async fn server_disconnect_sends_disconnect_packet_then_closes() {
 
 #[tokio::test]
 async fn shutdown_closes_every_transport_so_clients_reconnect() {
-    let (_redis, server, cookie) = setup(&[]).await;
+    let (_redis, server, cookie) = gateway_with_user(SID, "42", &[]).await;
     let (mut joined, _) = Client::connect_as(server.local_addr(), &cookie).await;
     let (mut idle, _) = Client::open(server.local_addr(), &[]).await.unwrap();
     server.shutdown().await;
@@ -372,7 +373,7 @@ fn deploy_env_example_only_uses_real_flags() {
 
 #[tokio::test]
 async fn max_connections_caps_connections_at_accept_and_sessions_with_503() {
-    let (_redis, server, cookie) = setup(&["--max-connections", "2"]).await;
+    let (_redis, server, cookie) = gateway_with_user(SID, "42", &["--max-connections", "2"]).await;
     let addr = server.local_addr();
     let (_a, _) = Client::connect_as(addr, &cookie).await;
     let (mut b, _) = Client::connect_as(addr, &cookie).await;
@@ -393,7 +394,7 @@ async fn max_connections_caps_connections_at_accept_and_sessions_with_503() {
 
     // Sessions count too: polling sessions outlive their requests' connections, and a
     // handshake beyond the cap gets engine.io's 503 so the client backs off.
-    let (_redis, server, _) = setup(&["--max-connections", "2"]).await;
+    let (_redis, server, _) = gateway_with_user(SID, "42", &["--max-connections", "2"]).await;
     let addr = server.local_addr();
     for _ in 0..2 {
         assert_eq!(

@@ -2,26 +2,27 @@
 //! session's own traffic (pongs, client packets, timers) is still served while its queue never
 //! empties.
 
-mod common;
-
-use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
 use std::time::Duration;
+use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const SID: &str = "fanoutSessionId-0123456789abcdefg";
 
-/// A broadcast flood that keeps the client's queue non-empty for seconds (the producer tops it
-/// up whenever it falls below 256 KiB, as a busy room would), with a 200 ms ping interval and a
-/// 300 ms pong deadline. The client reads everything and answers every ping. Before the
-/// session task read the socket ahead of its queue, the queue always won the `select!`: the
-/// pongs sat unread and the client was closed for a ping timeout within a second.
+/// A broadcast flood that keeps the client's queue non-empty for 6 s (the producer tops it up
+/// whenever it falls below 64 KiB, as a busy room would), with a 200 ms ping interval and a
+/// 3 s pong deadline. The client reads everything and answers every ping. Before the session
+/// task read the socket ahead of its queue, the queue always won the `select!`: the first pong
+/// sat unread, no second ping came, the client was closed for a ping timeout 3.2 s in, and its
+/// packets were not read before the flood ended. The deadlines leave seconds of slack for a
+/// loaded machine (a ping waits behind the backlog, and a 300 ms pong deadline behind 256 KiB
+/// made this fail now and then) while the old behaviour still fails every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pongs_are_served_during_a_broadcast_flood() {
     let redis = Redis::start().await;
     redis.login(SID, "42").await;
-    let server = gateway(&redis.url(), &["--ping-interval", "200", "--ping-timeout", "300"]).await;
+    let server = gateway(&redis.url(), &["--ping-interval", "200ms", "--ping-timeout", "3s"]).await;
     // A small receive window makes the server's writes wait for the client to read, as a
     // client on a real network does: frames keep arriving in the queue while a write waits.
     let tcp = tokio::net::TcpSocket::new_v4().unwrap();
@@ -46,7 +47,7 @@ async fn pongs_are_served_during_a_broadcast_flood() {
 
     let nsp = server.gateway().namespace("/").unwrap().clone();
     let socket = nsp.socket(&socket_id).expect("the socket is registered");
-    let flood = Duration::from_secs(3);
+    let flood = Duration::from_secs(6);
     // The producer runs on its own thread, like the cluster's delivery task on another worker:
     // it tops the queue up as soon as the session drains it, so there is always more queued
     // by the time the session looks again.
@@ -56,7 +57,7 @@ async fn pongs_are_served_during_a_broadcast_flood() {
         let until = std::time::Instant::now() + flood;
         let mut sent = 0u64;
         while std::time::Instant::now() < until {
-            if socket.outbox().queued_bytes() < 256 << 10 {
+            if socket.outbox().queued_bytes() < 64 << 10 {
                 sent += nsp.broadcast(&[] as &[&str], &[] as &[&str], &packet) as u64;
             } else {
                 // Not a spin: the two cores are shared with the server and the client.
@@ -78,7 +79,7 @@ async fn pongs_are_served_during_a_broadcast_flood() {
             client.send("40/nowhere,").await;
             probe_sent = Some(tokio::time::Instant::now());
         }
-        match tokio::time::timeout(Duration::from_secs(2), client.ws.next()).await {
+        match tokio::time::timeout(Duration::from_secs(5), client.ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
                 pings += 1;
                 client.ws.send(Message::text("3")).await.expect("pong sent");
@@ -92,7 +93,7 @@ async fn pongs_are_served_during_a_broadcast_flood() {
             }
             Ok(None | Some(Err(_))) => panic!("connection lost during the flood after {pings} pings, {ticks} ticks"),
             Ok(Some(Ok(other))) => panic!("unexpected {other:?}"),
-            Err(_) => panic!("nothing received for 2 s during the flood"),
+            Err(_) => panic!("nothing received for 5 s during the flood"),
         }
     }
     let sent = producer.join().unwrap();
@@ -100,13 +101,15 @@ async fn pongs_are_served_during_a_broadcast_flood() {
         ticks > 1000,
         "the flood was sustained: {ticks} of {sent} broadcasts read"
     );
-    // About one per 250 ms on an idle machine; a starved session sends none or one.
+    // About one per 250 ms on an idle machine; a session that does not read its socket sends
+    // one, never reads the pong, and is closed at its deadline.
     assert!(
-        pings >= 3,
+        pings >= 2,
         "pings kept coming during the flood: {pings} ({ticks} ticks read)"
     );
     let answered = probe_answered.expect("the client's packet was read and answered during the flood");
-    assert!(answered < Duration::from_millis(1500), "answered after {answered:?}");
+    // Sent 1 s in: a session that does not read during the flood answers it 5 s later.
+    assert!(answered < Duration::from_secs(4), "answered after {answered:?}");
     assert_eq!(nsp_count(&server), 1, "still connected");
     server.shutdown().await;
 }

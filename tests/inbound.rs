@@ -1,12 +1,10 @@
 //! Client events reach backends through a Redis Stream, acks mean stored, clients join the rooms
 //! they are allowed to, and a flooding client is limited without hurting the others.
 
-mod common;
-
-use common::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use support::*;
 
 const SID: &str = "inboundSessionId-0123456789abcdef";
 const POLITE: &str = "inboundPoliteSession-0123456789ab";

@@ -2,10 +2,8 @@
 //! clients in batches spread over the drain timeout (transport closed, no Socket.IO DISCONNECT,
 //! so they reconnect elsewhere); Redis unreachable at start is reported, or fatal on request.
 
-mod common;
-
-use common::*;
 use std::time::{Duration, Instant};
+use support::*;
 
 const SID: &str = "lifecycleSessionId-0123456789abcd";
 
@@ -89,6 +87,72 @@ async fn sigterm_drains_and_exits_zero() {
     );
 }
 
+/// SIGTERM under load: sockets on both transports, broadcasts flowing through the cluster and
+/// client events being stored in the inbound stream. The node drains, then every task it
+/// started (sessions, connections, listeners, the cluster adapter, the inbound writer, the
+/// periodic checks) is accounted for in its log before it exits 0.
+#[tokio::test]
+async fn sigterm_under_load_accounts_for_every_task() {
+    let redis = Redis::start().await;
+    redis.login(SID, "42").await;
+    let mut process = GatewayProcess::start_logged(&redis.url(), &["--drain-timeout", "300ms"]).await;
+    let cookie = cookie_for(SID, SECRET);
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(Client::connect_as(process.addr, &cookie).await.0);
+    }
+    // A polling session too (its task has no connection of its own).
+    let open = http(
+        process.addr,
+        "GET",
+        "/socket.io/?EIO=4&transport=polling",
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(open.0, 200, "{}", open.1);
+    let emitter = wsgate::cluster::Emitter::new(redis.client().get_connection_manager().await.unwrap(), "socket.io");
+    let publishing = tokio::spawn(async move {
+        for n in 0u64.. {
+            let _ = emitter.of("/").to("user:42").emit("tick", vec![n.into()]).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    // Client events with acks, so the inbound writer has work when the signal comes.
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(&format!(r#"42{i}["note",{{"n":{i}}}]"#)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    process.signal_term();
+    for client in &mut clients {
+        // Broadcasts and acks may still arrive before the close frame.
+        let code = loop {
+            match client.recv().await {
+                Received::Closed(code) => break code,
+                Received::Text(_) | Received::Binary(_) => continue,
+            }
+        };
+        assert_eq!(code, Some(1001), "closed as going away");
+    }
+    assert_eq!(process.wait_exit(Duration::from_secs(10)), Some(0), "{}", process.log());
+    publishing.abort();
+    let log = process.log();
+    let started = log
+        .lines()
+        .find(|l| l.contains("shutting down: tasks running"))
+        .unwrap_or_else(|| panic!("the running tasks are listed at the start:\n{log}"));
+    for kind in ["session", "listener", "cluster", "inbound_writer", "session_check"] {
+        assert!(started.contains(kind), "{kind} tasks listed in {started:?}");
+    }
+    assert!(log.contains("every task finished"), "every task accounted for:\n{log}");
+    assert!(!log.contains("unfinished"), "{log}");
+    let stored: u64 = redis.cmd(&["XLEN", "wsgate:inbound"]).await;
+    assert_eq!(
+        stored,
+        clients.len() as u64,
+        "every accepted event was stored before exit"
+    );
+}
+
 #[tokio::test]
 async fn redis_down_at_start_is_not_ready_or_fatal_on_request() {
     let dead = format!("redis://127.0.0.1:{}", free_port());
@@ -104,14 +168,6 @@ async fn redis_down_at_start_is_not_ready_or_fatal_on_request() {
 }
 
 const OTHER: &str = "lifecycleOtherSession-0123456789ab";
-
-/// CONNECT to `/` with `cookie` on a fresh connection: the server's answer packet.
-async fn connect_answer(addr: std::net::SocketAddr, cookie: &str) -> (Client, String) {
-    let (mut client, _) = Client::open(addr, &[("cookie", cookie)]).await.expect("upgrade");
-    client.send("40").await;
-    let answer = client.text().await;
-    (client, answer)
-}
 
 #[tokio::test]
 async fn a_store_outage_lets_in_only_sessions_verified_within_the_grace() {
@@ -131,13 +187,13 @@ async fn a_store_outage_lets_in_only_sessions_verified_within_the_grace() {
     // Connected sockets stay.
     first.idle(Duration::from_millis(300)).await;
     // Alice reconnects: let in from memory by the node with the grace, not by the other.
-    let (_again, answer) = connect_answer(graced.local_addr(), &alice_cookie).await;
+    let (_again, answer) = Client::connect_answer(graced.local_addr(), &alice_cookie).await;
     assert!(answer.starts_with("40{\"sid\""), "{answer}");
     assert_eq!(graced.gateway().metrics.get(wsgate::metrics::Auth::OutageGrace), 1);
-    let (_, refused) = connect_answer(strict.local_addr(), &alice_cookie).await;
+    let (_, refused) = Client::connect_answer(strict.local_addr(), &alice_cookie).await;
     assert_eq!(refused, r#"44{"message":"Session store unavailable"}"#);
     // A session this node never verified is refused even with the grace.
-    let (_, refused) = connect_answer(graced.local_addr(), &other_cookie).await;
+    let (_, refused) = Client::connect_answer(graced.local_addr(), &other_cookie).await;
     assert_eq!(refused, r#"44{"message":"Session store unavailable"}"#);
 
     // Redis comes back empty: everyone let in during the outage is checked at once, and goes.

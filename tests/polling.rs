@@ -2,15 +2,13 @@
 //! redis-server: every rule of engine.io 6 the official client relies on, the refusals, and an
 //! upgrade with packets in flight both ways.
 
-mod common;
-
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use support::*;
 use tokio_tungstenite::tungstenite::Message;
 use wsgate::gateway::{Socket, SocketHooks};
 use wsgate::protocol::socketio::Packet;

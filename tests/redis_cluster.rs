@@ -2,13 +2,9 @@
 //! `redis-cli --cluster create`): sessions looked up and revalidated across slots, the sharded
 //! and classic adapters between nodes, and a master killed with its replica promoted.
 
-mod common;
-
-use common::*;
 use rmpv::Value as Mp;
 use std::time::Duration;
-use wsgate::cluster::driver::{PubSub, Publisher};
-use wsgate::protocol::adapter::Selector;
+use support::*;
 
 /// What connect-redis writes, on the cluster.
 async fn login(cluster: &mut redis::cluster_async::ClusterConnection, sid: &str, user: &str) {
@@ -31,35 +27,6 @@ async fn cluster_gateway(cluster: &RedisCluster, extra: &[&str]) -> wsgate::Serv
     gateway(&cluster.urls(), &flags).await
 }
 
-/// Shard-channel subscribers summed over the cluster's nodes (how Node counts servers).
-async fn shard_subscribers(conn: &mut redis::cluster_async::ClusterConnection, channel: &str) -> i64 {
-    let cluster = wsgate::redis_connection::RedisConnection::Cluster(conn.clone());
-    Publisher::new(cluster, PubSub::Sharded)
-        .subscribers(channel)
-        .await
-        .unwrap()
-}
-
-async fn wait_for_subscribers(conn: &mut redis::cluster_async::ClusterConnection, channel: &str, count: i64) {
-    for _ in 0..250 {
-        if shard_subscribers(conn, channel).await == count {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "expected {count} subscribers of {channel}, have {}",
-        shard_subscribers(conn, channel).await
-    );
-}
-
-fn to(rooms: &[&str]) -> Selector {
-    Selector {
-        rooms: rooms.iter().map(|r| r.to_string()).collect(),
-        except: vec![],
-    }
-}
-
 // Session ids whose keys land in different slots of a 3-master cluster.
 const SIDS: [&str; 4] = [
     "clusterSessionA-0123456789abcdefg",
@@ -80,7 +47,12 @@ async fn sessions_and_the_sharded_adapter_on_a_cluster() {
         cluster_gateway(&cluster, &flags).await,
         cluster_gateway(&cluster, &flags).await,
     );
-    wait_for_subscribers(&mut conn, "socket.io#/#", 2).await;
+    wait_for_shard_subscribers(
+        wsgate::redis_connection::RedisConnection::Cluster(conn.clone()),
+        "socket.io#/#",
+        2,
+    )
+    .await;
 
     // Handshakes read the sessions wherever their slot lives; anonymous is refused.
     let mut clients = Vec::new();
@@ -95,17 +67,27 @@ async fn sessions_and_the_sharded_adapter_on_a_cluster() {
     assert_eq!(stranger.text().await, r#"44{"message":"Authentication error"}"#);
 
     // Room channels live on the shards owning their slots.
-    wait_for_subscribers(&mut conn, "socket.io#/#user:40#", 1).await;
-    wait_for_subscribers(&mut conn, "socket.io#/#user:41#", 1).await;
+    wait_for_shard_subscribers(
+        wsgate::redis_connection::RedisConnection::Cluster(conn.clone()),
+        "socket.io#/#user:40#",
+        1,
+    )
+    .await;
+    wait_for_shard_subscribers(
+        wsgate::redis_connection::RedisConnection::Cluster(conn.clone()),
+        "socket.io#/#user:41#",
+        1,
+    )
+    .await;
     // A room broadcast from A reaches B's member; everyone's reaches all, binary included.
     a.cluster()
         .unwrap()
-        .broadcast("/", to(&["user:41"]), vec![Mp::from("one")])
+        .broadcast("/", selector(&["user:41"]), vec![Mp::from("one")])
         .await
         .unwrap();
     assert_eq!(clients[1].text().await, r#"42["one"]"#);
     let data = vec![Mp::from("all"), Mp::Binary(vec![7])];
-    b.cluster().unwrap().broadcast("/", to(&[]), data).await.unwrap();
+    b.cluster().unwrap().broadcast("/", selector(&[]), data).await.unwrap();
     for client in &mut clients {
         assert_eq!(client.text().await, r#"451-["all",{"_placeholder":true,"num":0}]"#);
         assert!(matches!(client.recv().await, Received::Binary(b) if b == [7]));
@@ -180,7 +162,7 @@ async fn the_classic_adapter_on_a_cluster() {
     for _ in 0..50 {
         a.cluster()
             .unwrap()
-            .broadcast("/", to(&["user:42"]), vec![Mp::from("hi")])
+            .broadcast("/", selector(&["user:42"]), vec![Mp::from("hi")])
             .await
             .unwrap();
         assert_eq!(on_a.text().await, r#"42["hi"]"#);
@@ -206,10 +188,20 @@ async fn a_master_failover_is_survived() {
         cluster_gateway(&cluster, &flags).await,
         cluster_gateway(&cluster, &flags).await,
     );
-    wait_for_subscribers(&mut conn, "socket.io#/#", 2).await;
+    wait_for_shard_subscribers(
+        wsgate::redis_connection::RedisConnection::Cluster(conn.clone()),
+        "socket.io#/#",
+        2,
+    )
+    .await;
     let (mut on_a, _) = Client::connect_as(a.local_addr(), &cookie_for(SIDS[0], SECRET)).await;
     let (mut on_b, _) = Client::connect_as(b.local_addr(), &cookie_for(SIDS[1], SECRET)).await;
-    wait_for_subscribers(&mut conn, "socket.io#/#user:42#", 2).await;
+    wait_for_shard_subscribers(
+        wsgate::redis_connection::RedisConnection::Cluster(conn.clone()),
+        "socket.io#/#user:42#",
+        2,
+    )
+    .await;
 
     // The master serving the room's channel dies; its replica takes over.
     let master = cluster.master_of("socket.io#/#user:42#").await;
@@ -228,7 +220,7 @@ async fn a_master_failover_is_survived() {
         let sent = a
             .cluster()
             .unwrap()
-            .broadcast("/", to(&["user:42"]), vec![Mp::from("after"), Mp::from(n)])
+            .broadcast("/", selector(&["user:42"]), vec![Mp::from("after"), Mp::from(n)])
             .await;
         let _ = sent; // local delivery happens even while Redis refuses the publish
         let mut got_b = false;
@@ -253,8 +245,18 @@ async fn a_master_failover_is_survived() {
         .is_ok()
     {}
     // Both gateways noticed, counted it, and are subscribed again, exactly once each.
-    wait_for_subscribers(&mut conn, "socket.io#/#", 2).await;
-    wait_for_subscribers(&mut conn, "socket.io#/#user:42#", 2).await;
+    wait_for_shard_subscribers(
+        wsgate::redis_connection::RedisConnection::Cluster(conn.clone()),
+        "socket.io#/#",
+        2,
+    )
+    .await;
+    wait_for_shard_subscribers(
+        wsgate::redis_connection::RedisConnection::Cluster(conn.clone()),
+        "socket.io#/#user:42#",
+        2,
+    )
+    .await;
     let lost = |s: &wsgate::Server| s.gateway().metrics.get(wsgate::metrics::PubSubEvent::Lost);
     let recovered = |s: &wsgate::Server| s.gateway().metrics.get(wsgate::metrics::PubSubEvent::Recovered);
     assert!(lost(&a) + lost(&b) >= 1, "the lost subscription was counted");
@@ -283,9 +285,19 @@ async fn a_slot_migration_while_broadcasting() {
         cluster_gateway(&cluster, &flags).await,
         cluster_gateway(&cluster, &flags).await,
     );
-    wait_for_subscribers(&mut conn, "socket.io#/#", 2).await;
+    wait_for_shard_subscribers(
+        wsgate::redis_connection::RedisConnection::Cluster(conn.clone()),
+        "socket.io#/#",
+        2,
+    )
+    .await;
     let (mut on_b, _) = Client::connect_as(b.local_addr(), &cookie_for(SIDS[1], SECRET)).await;
-    wait_for_subscribers(&mut conn, "socket.io#/#user:42#", 1).await;
+    wait_for_shard_subscribers(
+        wsgate::redis_connection::RedisConnection::Cluster(conn.clone()),
+        "socket.io#/#user:42#",
+        1,
+    )
+    .await;
 
     // Node A broadcasts to the room every 10 ms while every slot of the room channel's master
     // moves to another master (keys and shard channels alike).
@@ -296,7 +308,7 @@ async fn a_slot_migration_while_broadcasting() {
         loop {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let _ = publisher
-                .broadcast("/", to(&["user:42"]), vec![Mp::from("seq"), Mp::from(n)])
+                .broadcast("/", selector(&["user:42"]), vec![Mp::from("seq"), Mp::from(n)])
                 .await;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

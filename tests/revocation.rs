@@ -2,27 +2,11 @@
 //! keyspace notifications: logout (the key deleted), expiry, eviction, a rewrite with another
 //! user. Without the notifications, the periodic revalidation still catches it.
 
-mod common;
-
-use common::*;
 use std::time::Duration;
+use support::*;
 
 const ALICE: &str = "revocationAliceSession-0123456789";
 const BOB: &str = "revocationBobSession-01234567890ab";
-
-/// Waits up to `within` for the server to send DISCONNECT and close.
-async fn closed_within(client: &mut Client, within: Duration) -> bool {
-    let closing = async {
-        loop {
-            match client.recv().await {
-                Received::Text(t) if t == "41" => continue,
-                Received::Closed(_) => return true,
-                _ => continue,
-            }
-        }
-    };
-    tokio::time::timeout(within, closing).await.unwrap_or(false)
-}
 
 struct Cluster {
     redis: Redis,

@@ -1,9 +1,7 @@
 //! Handshake authentication against a real Redis holding connect-redis records.
 
-mod common;
-
-use common::*;
 use std::time::Duration;
+use support::*;
 
 const SID: &str = "TP-ZzQd_qu72y-jd5kkeu5tE39LsTwPo";
 

@@ -2,56 +2,24 @@
 //! broadcasts between gateway nodes in each subscription mode, per-room shard channels that
 //! follow membership, requests answered, the emitter, and garbage on the shard channels.
 
-mod common;
-
-use common::*;
 use rmpv::Value as Mp;
 use std::time::Duration;
-use wsgate::cluster::driver::{PubSub, Publisher};
+use support::*;
 use wsgate::cluster::{AdapterProtocol, Emitter};
 use wsgate::protocol::adapter::Selector;
 use wsgate::protocol::sharded::SubscriptionMode;
-
-async fn user(redis: &Redis, addr: std::net::SocketAddr, sid: &str, user: &str) -> (Client, String) {
-    redis.login(sid, user).await;
-    Client::connect_as(addr, &cookie_for(sid, SECRET)).await
-}
-
-/// Subscribers of a shard channel (`PUBSUB SHARDNUMSUB`).
-async fn shard_subscribers(redis: &Redis, channel: &str) -> i64 {
-    let conn = redis.client().get_connection_manager().await.unwrap();
-    Publisher::new(conn.into(), PubSub::Sharded)
-        .subscribers(channel)
-        .await
-        .unwrap()
-}
-
-async fn wait_for_subscribers(redis: &Redis, channel: &str, count: i64) {
-    for _ in 0..250 {
-        if shard_subscribers(redis, channel).await == count {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "expected {count} subscribers of {channel}, have {}",
-        shard_subscribers(redis, channel).await
-    );
-}
 
 async fn nodes(redis: &Redis, mode: &str) -> (wsgate::Server, wsgate::Server) {
     let flags = ["--adapter", "sharded", "--subscription-mode", mode];
     let nodes = (gateway(&redis.url(), &flags).await, gateway(&redis.url(), &flags).await);
     // Each node subscribes the base channel exactly once: Node counts servers by it.
-    wait_for_subscribers(redis, "socket.io#/#", 2).await;
+    wait_for_shard_subscribers(
+        redis.client().get_connection_manager().await.unwrap(),
+        "socket.io#/#",
+        2,
+    )
+    .await;
     nodes
-}
-
-fn to(rooms: &[&str]) -> Selector {
-    Selector {
-        rooms: rooms.iter().map(|r| r.to_string()).collect(),
-        except: vec![],
-    }
 }
 
 #[tokio::test]
@@ -59,17 +27,22 @@ async fn broadcasts_cross_nodes_in_every_subscription_mode() {
     for mode in ["dynamic", "dynamic-private", "static"] {
         let redis = Redis::start().await;
         let (a, b) = nodes(&redis, mode).await;
-        let (mut a42, _) = user(&redis, a.local_addr(), "sa", "42").await;
-        let (mut b42, b42_id) = user(&redis, b.local_addr(), "sb", "42").await;
-        let (mut b7, _) = user(&redis, b.local_addr(), "sb7", "7").await;
+        let (mut a42, _) = connect_user(&redis, a.local_addr(), "sa", "42").await;
+        let (mut b42, b42_id) = connect_user(&redis, b.local_addr(), "sb", "42").await;
+        let (mut b7, _) = connect_user(&redis, b.local_addr(), "sb7", "7").await;
         // Room channels exist only in the dynamic modes, and only while the room has members.
         let room_subscribers = if mode == "static" { 0 } else { 2 };
-        wait_for_subscribers(&redis, "socket.io#/#user:42#", room_subscribers).await;
+        wait_for_shard_subscribers(
+            redis.client().get_connection_manager().await.unwrap(),
+            "socket.io#/#user:42#",
+            room_subscribers,
+        )
+        .await;
 
         // One room: on its own channel (dynamic modes), binary included.
         let cluster = a.cluster().unwrap();
         let data = vec![Mp::from("notice"), Mp::from(mode), Mp::Binary(vec![1, 2])];
-        cluster.broadcast("/", to(&["user:42"]), data).await.unwrap();
+        cluster.broadcast("/", selector(&["user:42"]), data).await.unwrap();
         for client in [&mut a42, &mut b42] {
             assert_eq!(
                 client.text().await,
@@ -80,7 +53,7 @@ async fn broadcasts_cross_nodes_in_every_subscription_mode() {
         // A socket id (20 characters): the base channel in dynamic mode, its own channel in
         // dynamic-private; delivered either way.
         cluster
-            .broadcast("/", to(&[&b42_id]), vec![Mp::from("direct")])
+            .broadcast("/", selector(&[&b42_id]), vec![Mp::from("direct")])
             .await
             .unwrap();
         assert_eq!(b42.text().await, r#"42["direct"]"#);
@@ -98,7 +71,11 @@ async fn broadcasts_cross_nodes_in_every_subscription_mode() {
         for client in [&mut a42, &mut b42, &mut b7] {
             client.idle(Duration::from_millis(100)).await;
         }
-        let private = shard_subscribers(&redis, &format!("socket.io#/#{b42_id}#")).await;
+        let private = shard_subscribers(
+            redis.client().get_connection_manager().await.unwrap(),
+            &format!("socket.io#/#{b42_id}#"),
+        )
+        .await;
         assert_eq!(
             private,
             i64::from(mode == "dynamic-private"),
@@ -112,19 +89,31 @@ async fn room_channels_follow_membership() {
     let redis = Redis::start().await;
     let (a, _b) = nodes(&redis, "dynamic").await;
     let room = "socket.io#/#user:42#";
-    let (first, _) = user(&redis, a.local_addr(), "s1", "42").await;
-    wait_for_subscribers(&redis, room, 1).await;
-    let (second, _) = user(&redis, a.local_addr(), "s2", "42").await;
+    let (first, _) = connect_user(&redis, a.local_addr(), "s1", "42").await;
+    wait_for_shard_subscribers(redis.client().get_connection_manager().await.unwrap(), room, 1).await;
+    let (second, _) = connect_user(&redis, a.local_addr(), "s2", "42").await;
     // Still one subscription for the room, however many members.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(shard_subscribers(&redis, room).await, 1);
+    assert_eq!(
+        shard_subscribers(redis.client().get_connection_manager().await.unwrap(), room).await,
+        1
+    );
     drop(first);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(shard_subscribers(&redis, room).await, 1, "one member left");
+    assert_eq!(
+        shard_subscribers(redis.client().get_connection_manager().await.unwrap(), room).await,
+        1,
+        "one member left"
+    );
     drop(second);
     // The last member left: unsubscribed, with its session room.
-    wait_for_subscribers(&redis, room, 0).await;
-    wait_for_subscribers(&redis, "socket.io#/#session:s2#", 0).await;
+    wait_for_shard_subscribers(redis.client().get_connection_manager().await.unwrap(), room, 0).await;
+    wait_for_shard_subscribers(
+        redis.client().get_connection_manager().await.unwrap(),
+        "socket.io#/#session:s2#",
+        0,
+    )
+    .await;
     // Our own unsubscriptions are not mistaken for Redis ending them.
     assert_eq!(a.gateway().metrics.get(wsgate::metrics::PubSubEvent::Lost), 0);
 }
@@ -133,8 +122,8 @@ async fn room_channels_follow_membership() {
 async fn remote_join_leave_disconnect_and_the_sharded_emitter() {
     let redis = Redis::start().await;
     let (a, b) = nodes(&redis, "dynamic").await;
-    let (mut a42, _) = user(&redis, a.local_addr(), "sa", "42").await;
-    let (mut b7, _) = user(&redis, b.local_addr(), "sb", "7").await;
+    let (mut a42, _) = connect_user(&redis, a.local_addr(), "sa", "42").await;
+    let (mut b7, _) = connect_user(&redis, b.local_addr(), "sb", "7").await;
     let manager = redis.client().get_connection_manager().await.unwrap();
     let emitter = Emitter::with_protocol(
         manager,
@@ -143,7 +132,12 @@ async fn remote_join_leave_disconnect_and_the_sharded_emitter() {
     );
     // socketsJoin from the emitter: both nodes apply it; the new room gets its channel.
     emitter.of("/").sockets_join(&["lobby".into()]).await.unwrap();
-    wait_for_subscribers(&redis, "socket.io#/#lobby#", 2).await;
+    wait_for_shard_subscribers(
+        redis.client().get_connection_manager().await.unwrap(),
+        "socket.io#/#lobby#",
+        2,
+    )
+    .await;
     emitter
         .of("/")
         .to("lobby")
@@ -158,7 +152,12 @@ async fn remote_join_leave_disconnect_and_the_sharded_emitter() {
         .sockets_leave(&["lobby".into()])
         .await
         .unwrap();
-    wait_for_subscribers(&redis, "socket.io#/#lobby#", 1).await;
+    wait_for_shard_subscribers(
+        redis.client().get_connection_manager().await.unwrap(),
+        "socket.io#/#lobby#",
+        1,
+    )
+    .await;
     // The CLI speaks the same flags.
     let (code, out) = wsgate_cli(&[
         "emit",
@@ -185,8 +184,13 @@ async fn remote_join_leave_disconnect_and_the_sharded_emitter() {
 async fn garbage_on_shard_channels_is_counted_and_harmless() {
     let redis = Redis::start().await;
     let (a, _b) = nodes(&redis, "dynamic").await;
-    let (mut a42, _) = user(&redis, a.local_addr(), "sa", "42").await;
-    wait_for_subscribers(&redis, "socket.io#/#user:42#", 1).await;
+    let (mut a42, _) = connect_user(&redis, a.local_addr(), "sa", "42").await;
+    wait_for_shard_subscribers(
+        redis.client().get_connection_manager().await.unwrap(),
+        "socket.io#/#user:42#",
+        1,
+    )
+    .await;
     let garbage: [&[u8]; 6] = [
         b"",
         b"{not json",
@@ -220,7 +224,7 @@ async fn garbage_on_shard_channels_is_counted_and_harmless() {
     // Still serving.
     a.cluster()
         .unwrap()
-        .broadcast("/", to(&["user:42"]), vec![Mp::from("ok")])
+        .broadcast("/", selector(&["user:42"]), vec![Mp::from("ok")])
         .await
         .unwrap();
     assert_eq!(a42.text().await, r#"42["ok"]"#);

@@ -61,6 +61,23 @@ pub struct ClusterOptions {
     pub protocol: AdapterProtocol,
 }
 
+/// Why the subscriber connection was given up (and a new one is made).
+#[derive(Debug, thiserror::Error)]
+enum SubscriberLost {
+    #[error("the adapter is stopping")]
+    Stopped,
+    #[error("Redis ended the subscription of {0} (its slot moved)")]
+    SlotMoved(String),
+    #[error("connection closed")]
+    Closed,
+    #[error("room subscription failed: {0}")]
+    RoomSubscription(#[source] redis::RedisError),
+    #[error("PING failed: {0}")]
+    Ping(#[source] redis::RedisError),
+    #[error("no answer to PING within {PING_EVERY:?}")]
+    NoPong,
+}
+
 /// One served namespace: its sockets, this node's uid, and its channels.
 struct Adapter {
     local: Local,
@@ -284,7 +301,7 @@ impl Cluster {
         &self,
         mut subscriber: Subscriber,
         room_events: &mut mpsc::UnboundedReceiver<(usize, RoomEvent)>,
-    ) -> String {
+    ) -> SubscriberLost {
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         loop {
@@ -292,16 +309,16 @@ impl Cluster {
                 incoming = subscriber.next() => match incoming {
                     Incoming::Message { channel, payload } => {
                         if self.deliveries.send((channel, payload)).await.is_err() {
-                            return "stopped".into();
+                            return SubscriberLost::Stopped;
                         }
                     }
                     // A slot migration moves shard channels away from their node: resubscribing
                     // everything on a fresh subscriber finds their new home.
                     Incoming::ShardUnsubscribed { channel } if self.wants(&channel) => {
-                        return format!("Redis ended the subscription of {channel} (its slot moved)");
+                        return SubscriberLost::SlotMoved(channel);
                     }
                     Incoming::ShardUnsubscribed { .. } => {}
-                    Incoming::Closed => return "connection closed".into(),
+                    Incoming::Closed => return SubscriberLost::Closed,
                 },
                 Some((index, event)) = room_events.recv() => {
                     let Some(adapter) = self.adapters.get(index) else { continue };
@@ -316,14 +333,14 @@ impl Cluster {
                         },
                     };
                     if let Err(err) = result {
-                        return format!("room subscription failed: {err}");
+                        return SubscriberLost::RoomSubscription(err);
                     }
                 }
                 _ = ping.tick() => {
                     match tokio::time::timeout(PING_EVERY, subscriber.ping()).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(err)) => return err.to_string(),
-                        Err(_) => return "no answer to PING".into(),
+                        Ok(Err(err)) => return SubscriberLost::Ping(err),
+                        Err(_) => return SubscriberLost::NoPong,
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! The command line: `wsgate` (serve), `wsgate emit`, `wsgate disconnect`, `wsgate demo`.
 //!
-//! - [`serve`]: the serving flags in groups, and their one conversion into [`Settings`].
+//! - [`serve`]: the serving flags, in groups that mirror the runtime settings.
+//! - [`settings`]: their one conversion into [`Settings`], checked.
 //! - [`publish`]: where Redis is and which adapter protocol (shared), and the publishing flags.
 //! - [`duration`]: typed values: durations (`10s`, `250ms`, or milliseconds), `0` for off.
 //!
@@ -9,12 +10,14 @@
 pub mod duration;
 pub mod publish;
 pub mod serve;
+pub mod settings;
 
 pub use publish::{AdapterKind, DisconnectArgs, EmitArgs, PublishArgs, RedisArgs, SubscriptionModeArg};
 pub use serve::{
-    ClientArgs, ClusterArgs, ConfigError, InboundArgs, LifecycleArgs, ListenerArgs, LogFormat, OperationsArgs,
-    ServeArgs, SessionArgs, SessionStoreKind, Settings, Transport, TransportArgs,
+    ClientArgs, ClusterArgs, InboundArgs, LifecycleArgs, ListenerArgs, LogFormat, OperationsArgs, ServeArgs,
+    SessionArgs, SessionStoreKind, Transport, TransportArgs,
 };
+pub use settings::{ConfigError, Settings};
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -73,11 +76,14 @@ pub struct DemoArgs {
     pub join: bool,
 }
 
-/// Sets up logging to stderr in the chosen format; the level comes from `RUST_LOG`.
+/// Sets up logging to stderr in the chosen format; the level comes from `RUST_LOG`. Colours
+/// only on a terminal: a log file or a journal gets plain text.
 pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -37,7 +37,7 @@ impl Gateway {
         // same reason: their slots outlive their use. Tracked as the node's session task.
         let tasks = self.tasks().clone();
         tasks.track_session(async move {
-            let sid = conn.sid().clone();
+            let engine_sid = conn.sid().clone();
             self.metrics.connections.fetch_add(1, Ordering::Relaxed);
 
             // The session lookup runs while the open packet travels to the client.
@@ -46,7 +46,7 @@ impl Gateway {
                 Ok(()) => auth.resolve(&self).await,
                 Err(_) => None,
             };
-            let mut session = Connection {
+            let mut connection = Connection {
                 gateway: &self,
                 identity,
                 handshake,
@@ -68,7 +68,7 @@ impl Gateway {
                     Err(CloseReason::ParseError)
                         if attachments_due.is_some_and(|due| due <= tokio::time::Instant::now()) =>
                     {
-                        break self.refuse_input(&sid, Malformed::IncompleteBinary, CloseReason::ParseError)
+                        break self.refuse_input(&engine_sid, Malformed::IncompleteBinary, CloseReason::ParseError)
                     }
                     Err(reason) => break reason,
                 };
@@ -90,11 +90,11 @@ impl Gateway {
                         let Some((nsp, bytes)) = decoder.pending() else {
                             continue;
                         };
-                        if !session.sockets.iter().any(|(joined, _)| **joined == *nsp) {
-                            break self.refuse_input(&sid, Malformed::BinaryNotJoined, CloseReason::ParseError);
+                        if !connection.sockets.iter().any(|(joined, _)| **joined == *nsp) {
+                            break self.refuse_input(&engine_sid, Malformed::BinaryNotJoined, CloseReason::ParseError);
                         }
                         if bytes > self.transport().max_payload {
-                            break self.refuse_input(&sid, Malformed::AttachmentsTooLarge, CloseReason::PayloadTooLarge);
+                            break self.refuse_input(&engine_sid, Malformed::AttachmentsTooLarge, CloseReason::PayloadTooLarge);
                         }
                         if attachments_due.is_none() {
                             attachments_due = Some(tokio::time::Instant::now() + self.transport().ping_timeout);
@@ -104,22 +104,22 @@ impl Gateway {
                     }
                     Err(err) => {
                         self.metrics.inc(Malformed::Socketio);
-                        tracing::debug!(engine_sid = %sid, error = %err, "malformed Socket.IO packet; closing the connection");
+                        tracing::debug!(engine_sid = %engine_sid, error = %err, "malformed Socket.IO packet; closing the connection");
                         break CloseReason::ParseError;
                     }
                 };
-                if let Err(reason) = session.on_packet(&mut conn, packet) {
+                if let Err(reason) = connection.on_packet(&mut conn, packet) {
                     break reason;
                 }
             };
-            for (_, socket) in session.sockets.drain(..) {
+            for (_, socket) in connection.sockets.drain(..) {
                 if let Some(nsp) = self.namespace(&socket.nsp) {
                     nsp.remove(&socket);
                 }
             }
             self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
             self.metrics.inc(crate::metrics::Disconnect::from(reason));
-            tracing::debug!(engine_sid = %sid, reason = reason.as_str(), "connection closed");
+            tracing::debug!(engine_sid = %engine_sid, reason = reason.as_str(), "connection closed");
             conn.close(reason).await;
         })
     }
@@ -128,9 +128,13 @@ impl Gateway {
 impl Gateway {
     /// Counts and logs client input refused to bound what one session can hold; returns the
     /// reason its session ends with.
-    fn refuse_input(&self, sid: &str, what: Malformed, reason: CloseReason) -> CloseReason {
+    fn refuse_input(&self, engine_sid: &str, what: Malformed, reason: CloseReason) -> CloseReason {
         self.metrics.inc(what);
-        tracing::debug!(engine_sid = %sid, what = what.as_str(), "client input refused; closing the session");
+        tracing::debug!(
+            engine_sid,
+            what = what.as_str(),
+            "client input refused; closing the session"
+        );
         reason
     }
 }

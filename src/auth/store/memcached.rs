@@ -9,7 +9,7 @@
 //! Connections come from a bounded pool; a connection whose request was cut short (a timeout)
 //! is closed by the client and never handed out again, so no reply can reach the wrong request.
 
-use super::StoreError;
+use super::error::StoreError;
 use async_memcached::{AsciiProtocol, Client, MetaProtocol};
 use std::time::Duration;
 

@@ -11,10 +11,12 @@
 //! A store that can tell when records change ([`SessionStore::watch`]) reports session ids; the
 //! gateway decides what that means for its sockets.
 
+mod error;
 mod memcached;
 mod postgres;
 mod redis;
 
+pub use error::{StoreError, StoreEvent};
 pub use memcached::MemcachedOptions;
 pub use postgres::PostgresOptions;
 
@@ -47,38 +49,6 @@ pub enum LookupError {
     NoUser,
     #[error("session store unavailable: {0}")]
     Unavailable(String),
-}
-
-/// Why a session store could not answer, or could not be set up. Lookups report it as
-/// [`LookupError::Unavailable`] with this message; configuration reports it as it is.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
-    #[error("memcached: {0}")]
-    Memcached(#[from] async_memcached::Error),
-    #[error("memcached: no connection: {0}")]
-    MemcachedPool(#[from] deadpool::managed::PoolError<async_memcached::Error>),
-    #[error("cannot build the connection pool: {0}")]
-    PoolSetup(#[from] deadpool::managed::BuildError),
-    #[error("postgres: {}", postgres::describe(.0))]
-    Postgres(#[from] tokio_postgres::Error),
-    #[error("postgres: no connection: {0}")]
-    PostgresPool(#[from] deadpool_postgres::PoolError),
-    #[error("{0}")]
-    Address(String),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-}
-
-/// A change the store reported by itself (Postgres `LISTEN/NOTIFY`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreEvent {
-    /// The record of this session was rewritten or deleted: read it again.
-    Changed(String),
-    /// Reports may have been missed (the listening connection was lost and is back): every
-    /// session should be read again.
-    Resync,
 }
 
 impl SessionStore {

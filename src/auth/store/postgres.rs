@@ -6,7 +6,7 @@
 //! session id on channel `wsgate_session` whenever a row is deleted or its `sess` changes; one
 //! extra connection LISTENs and reports those ids, so a logout closes sockets within a second.
 
-use super::{StoreError, StoreEvent};
+use super::error::{describe, StoreError, StoreEvent};
 use crate::tasks::{TaskKind, Tasks};
 use std::str::FromStr;
 use std::time::Duration;
@@ -223,15 +223,6 @@ impl PostgresStore {
                 }
             }
         }
-    }
-}
-
-/// A Postgres error with its server message (tokio-postgres's `Display` alone says only "db
-/// error"), e.g. a missing table.
-pub(super) fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => error.to_string(),
     }
 }
 

@@ -4,7 +4,7 @@
 //! On a Redis Cluster the same commands go through the cluster client, and the batch is one GET
 //! per key (never a multi-key command across slots).
 
-use super::StoreError;
+use super::error::StoreError;
 use crate::redis_connection::RedisConnection;
 
 #[derive(Clone)]

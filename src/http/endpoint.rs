@@ -1,10 +1,11 @@
-//! HTTP routes: the Socket.IO endpoint (both transports), `/healthz` and `/metrics`.
+//! The Socket.IO endpoint (both transports).
 //!
-//! The endpoint only checks and hands off, in engine.io's order: transport, session id, then for
-//! a new session the method, the upgrade and the protocol version; Origin on every request;
+//! It only checks and hands off, in engine.io's order: transport, session id, then for a new
+//! session the method, the upgrade and the protocol version; Origin on every request;
 //! optionally the session cookie; then the WebSocket upgrade, or the polling request handed to
 //! its session. Everything after that is the transport's and the gateway's.
 
+use super::options::HttpOptions;
 use crate::auth::OriginPolicy;
 use crate::gateway::{Gateway, PendingAuth};
 use crate::metrics::{Auth, Handshake as HandshakeOutcome, Label, OncePerMinute, PollingRefused, Upgrade};
@@ -18,185 +19,21 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+
 use axum::Extension;
-use axum::Router;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// What the endpoint needs besides the gateway.
-pub struct HttpOptions {
-    /// The Socket.IO path, e.g. `/socket.io/`.
-    pub path: String,
-    pub origins: OriginPolicy,
-    /// Refuse anonymous handshakes with HTTP 401 instead of a CONNECT_ERROR after the upgrade.
-    pub reject_at_upgrade: bool,
-    /// Open connections (and sessions) allowed at once; connections beyond are refused at
-    /// accept, handshakes beyond get HTTP 503. `None`: the open-file limit minus a reserve.
-    pub max_connections: Option<usize>,
-    /// Connections from one address that have not yet sent a complete request.
-    pub max_pending_per_ip: usize,
-    /// New sessions per second, at most (`None`: no limit); more get 503 and back off.
-    pub max_handshakes_per_second: Option<f64>,
-    /// Session lookups under way, at most: past it new sessions get 503, so a reconnect storm
-    /// cannot pile onto Redis.
-    pub max_pending_lookups: usize,
-    /// Time a client has to send a request's headers, and a POST its body.
-    pub handshake_timeout: std::time::Duration,
-    /// A second listener for `/healthz` and `/metrics`, outside the connection cap; `/metrics`
-    /// is then served there only.
-    pub admin_listen: Option<SocketAddr>,
-    /// Serve client-js at `{path}socket.io.js` (and `.min.js`, `.esm.min.js`).
-    pub serve_client: bool,
-    /// Routes served beside the endpoint on the main listener (the demo's pages).
-    pub app: Option<Router>,
-    /// The transports served. Sessions opened over polling may upgrade when WebSocket is served.
-    pub transports: Vec<TransportKind>,
-    /// engine.io's `cookie` option: a cookie of this name is set to the session id on every
-    /// handshake, for load balancers that keep a session on one node by cookie.
-    pub sticky_cookie: Option<String>,
-    /// Believe `X-Forwarded-Proto` (set by a proxy that terminates TLS) for the scheme of the
-    /// same-origin check. Off: every request is plain http, as wsgate itself serves.
-    pub trust_proxy: bool,
-}
-
-impl Default for HttpOptions {
-    fn default() -> Self {
-        HttpOptions {
-            path: "/socket.io/".into(),
-            origins: OriginPolicy::default(),
-            reject_at_upgrade: false,
-            max_connections: None,
-            transports: vec![TransportKind::Polling, TransportKind::WebSocket],
-            sticky_cookie: None,
-            trust_proxy: false,
-            max_pending_per_ip: 64,
-            max_handshakes_per_second: None,
-            max_pending_lookups: usize::MAX,
-            handshake_timeout: std::time::Duration::from_secs(10),
-            admin_listen: None,
-            serve_client: true,
-            app: None,
-        }
-    }
-}
-
-struct AppState {
-    gateway: Arc<Gateway>,
-    options: HttpOptions,
+/// What every route of the HTTP layer shares.
+pub(super) struct AppState {
+    pub(super) gateway: Arc<Gateway>,
+    pub(super) options: HttpOptions,
     /// New sessions this node may still open now (`--max-handshakes-per-second`).
-    handshakes: parking_lot::Mutex<(f64, std::time::Instant)>,
+    pub(super) handshakes: parking_lot::Mutex<(f64, std::time::Instant)>,
     /// The minute (since the epoch) of the last refusal logged at info.
-    refusal_log: OncePerMinute,
-}
-
-/// The routes of the main listener, and those of the admin listener (`/healthz`, `/metrics`).
-/// Without `admin_listen`, the main listener serves `/metrics` too.
-pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) {
-    let path = options.path.clone();
-    let separate_admin = options.admin_listen.is_some();
-    let mut options = options;
-    let app = options.app.take();
-    let burst = options.max_handshakes_per_second.unwrap_or(0.0);
-    let state = Arc::new(AppState {
-        gateway,
-        options,
-        handshakes: parking_lot::Mutex::new((burst, std::time::Instant::now())),
-        refusal_log: OncePerMinute::default(),
-    });
-    let admin = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state.clone());
-    let mut main = Router::new()
-        .route(&path, any(socket_endpoint))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz));
-    if state.options.serve_client {
-        let base = path.trim_end_matches('/');
-        for (name, script) in CLIENT_SCRIPTS {
-            let etag = script_etag(script);
-            main = main.route(
-                &format!("{base}/{name}"),
-                get(move |headers: HeaderMap| client_script(script, etag.clone(), headers)),
-            );
-        }
-    }
-    if !separate_admin {
-        main = main.route("/metrics", get(metrics));
-    }
-    // engine.io matches `/socket.io` as well as `/socket.io/`.
-    let trimmed = path.trim_end_matches('/');
-    if !trimmed.is_empty() && trimmed != path {
-        main = main.route(trimmed, any(socket_endpoint));
-    }
-    let main = main.with_state(state);
-    let main = match app {
-        Some(app) => main.merge(app),
-        None => main,
-    };
-    (main, admin)
-}
-
-/// client-js, built into the binary (client-js/dist is committed: see client-js/build.mjs).
-const CLIENT_SCRIPTS: [(&str, &str); 3] = [
-    ("socket.io.js", include_str!("../client-js/dist/wsgate-client.js")),
-    (
-        "socket.io.min.js",
-        include_str!("../client-js/dist/wsgate-client.min.js"),
-    ),
-    (
-        "socket.io.esm.min.js",
-        include_str!("../client-js/dist/wsgate-client.esm.js"),
-    ),
-];
-
-/// The ETag of a built-in script: a prefix of its SHA-256, computed once at start-up.
-fn script_etag(script: &str) -> HeaderValue {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(script.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&format!("\"{hex}\"")).unwrap_or(HeaderValue::from_static("\"wsgate\""))
-}
-
-/// A client script with an ETag, revalidated on every load (as socket.io serves its client), so
-/// pages pick up a new build as soon as the gateway is upgraded.
-async fn client_script(script: &'static str, etag: HeaderValue, headers: HeaderMap) -> Response {
-    let cached = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| etag == tag.trim()));
-    let common = [
-        (header::ETAG, etag),
-        (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=0")),
-    ];
-    if cached {
-        return (StatusCode::NOT_MODIFIED, common).into_response();
-    }
-    (
-        common,
-        [(header::CONTENT_TYPE, "application/javascript; charset=utf-8")],
-        script,
-    )
-        .into_response()
-}
-
-/// 200 while this node should get new clients; 503 with the reason while it drains or cannot
-/// reach Redis. `/healthz` only says the process is alive.
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.gateway.readiness() {
-        Ok(()) => "ready".into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
-    }
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.gateway.metrics.render(),
-    )
+    pub(super) refusal_log: OncePerMinute,
 }
 
 fn json_error(status: StatusCode, code: u8, message: &str) -> Response {
@@ -287,7 +124,7 @@ impl AppState {
 
 // One extractor per part of the request axum hands over.
 #[allow(clippy::too_many_arguments)]
-async fn socket_endpoint(
+pub(super) async fn socket_endpoint(
     State(state): State<Arc<AppState>>,
     method: Method,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
