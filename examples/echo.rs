@@ -32,8 +32,8 @@ struct Args {
 struct Echo;
 
 impl SocketHooks for Echo {
-    fn on_connect(&self, socket: &Arc<Socket>) {
-        socket.emit("auth", vec![socket.auth.clone()], Vec::new());
+    fn on_connect(&self, socket: &Arc<Socket>, auth: &Value) {
+        socket.emit("auth", vec![auth.clone()], Vec::new());
     }
 
     fn on_event(&self, socket: &Arc<Socket>, packet: Packet) -> bool {

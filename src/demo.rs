@@ -126,7 +126,7 @@ impl SocketHooks for Welcome {
         self.forward.on_event(socket, packet)
     }
 
-    fn on_connect(&self, socket: &Arc<Socket>) {
+    fn on_connect(&self, socket: &Arc<Socket>, _auth: &Value) {
         let mut rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
         rooms.sort();
         let welcome = json!({ "node": self.node, "user": socket.user, "rooms": rooms });

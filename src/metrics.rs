@@ -143,8 +143,9 @@ families! {
         Stored = "stored", StoreUnavailable = "store_unavailable", QueueFull = "queue_full",
         NotForwarded = "not_forwarded", RateLimited = "rate_limited", AbuseDisconnect = "abuse_disconnect",
     }
-    RoomRequest "wsgate_room_requests_total" "Client join/leave requests: joined, left, forbidden, too_many_rooms" {
-        Joined = "joined", Left = "left", Forbidden = "forbidden", TooManyRooms = "too_many_rooms",
+    RoomRequest "wsgate_room_requests_total" "Client join/leave requests: joined, left, forbidden, reserved (a room wsgate assigns), invalid_room, too_many_rooms" {
+        Joined = "joined", Left = "left", Forbidden = "forbidden", Reserved = "reserved", InvalidRoom = "invalid_room",
+        TooManyRooms = "too_many_rooms",
     }
     SessionTouch "wsgate_session_touches_total" "Session TTLs extended after socket activity (--touch-sessions), by outcome (extended, gone, store_unavailable)" {
         Extended = "extended", Gone = "gone", StoreUnavailable = "store_unavailable",

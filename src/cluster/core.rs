@@ -258,7 +258,8 @@ pub(super) fn remote_socket(socket: &Socket) -> Value {
             "issued": h.issued,
             "url": h.url,
             "query": query,
-            "auth": socket.auth,
+            // The CONNECT payload is not kept (its size is the client's to choose).
+            "auth": {},
         },
         "rooms": socket.rooms().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
         "data": socket.data(),

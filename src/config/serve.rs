@@ -261,6 +261,11 @@ pub struct ClientArgs {
     #[arg(long, env = "WSGATE_MAX_ROOMS_PER_SOCKET", default_value_t = 100)]
     pub max_rooms_per_socket: usize,
 
+    /// Longest room name a client may join or leave, in bytes; longer ones are refused (ack
+    /// "invalid_room").
+    #[arg(long, env = "WSGATE_MAX_ROOM_NAME_BYTES", default_value_t = 256)]
+    pub max_room_name_bytes: usize,
+
     /// Sustained client events per second per connection; more are refused (ack
     /// "rate_limited"), and a whole burst refused in a row disconnects the client.
     #[arg(long, env = "WSGATE_MAX_EVENTS_PER_SECOND", default_value_t = 50.0)]

@@ -275,6 +275,7 @@ impl ServeArgs {
                 leave_event: c.leave_event.clone(),
                 allow_join: c.allow_join.iter().map(|p| RoomPattern::parse(p)).collect(),
                 max_rooms_per_socket: c.max_rooms_per_socket,
+                max_room_name_bytes: c.max_room_name_bytes,
                 events_per_second: c.max_events_per_second,
                 event_burst: c.events_burst.max(1.0),
             },

@@ -7,7 +7,7 @@
 //! [`super::Namespace`] to deliver broadcasts and apply remote requests.
 
 use super::namespace::{Namespace, Namespaces};
-use super::policy::ClientPolicy;
+use super::policy::{ClientPolicy, RoomPattern};
 use super::sessions::{Revocation, Sessions};
 use super::socket::{Room, Socket};
 use crate::auth::{Identity, SessionAuth};
@@ -23,8 +23,9 @@ use std::time::Duration;
 /// What a gateway does with sockets and their events. The defaults are the gateway's: nothing
 /// on connect, and every event unhandled.
 pub trait SocketHooks: Send + Sync + 'static {
-    /// A socket has joined its namespace; `auth` is the CONNECT payload (`{}` when none).
-    fn on_connect(&self, _socket: &Arc<Socket>) {}
+    /// A socket has joined its namespace; `auth` is the CONNECT payload (`{}` when none), which
+    /// wsgate does not keep.
+    fn on_connect(&self, _socket: &Arc<Socket>, _auth: &Value) {}
 
     /// A client event (`packet.data` is `[name, ...args]`). Return false when nothing handles
     /// it: it is then counted and, if the client asked for an ack, answered with
@@ -57,6 +58,16 @@ impl Default for RoomTemplates {
 }
 
 impl RoomTemplates {
+    /// Patterns of every room these templates can make, for any user and session: rooms no
+    /// client may join or leave by itself.
+    pub(super) fn reserved(&self) -> Vec<RoomPattern> {
+        [&self.user, &self.session]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| RoomPattern::parse(&fill(t, "*", "*")))
+            .collect()
+    }
+
     pub(super) fn rooms_for(&self, identity: &Identity) -> Vec<Room> {
         let user = match &identity.user {
             Value::String(s) => s.clone(),
@@ -121,6 +132,8 @@ pub struct Gateway {
     engine: Arc<Engine>,
     pub(super) hooks: Arc<dyn SocketHooks>,
     pub(super) policy: ClientPolicy,
+    /// Rooms the templates assign (any user's, any session's): never a client's to join or leave.
+    reserved_rooms: Vec<RoomPattern>,
     /// Session lookups under way (handshakes waiting for the store), for admission.
     pub(super) lookups_in_flight: AtomicUsize,
     /// False once the node is draining: the balancer should send no more clients.
@@ -145,6 +158,7 @@ impl Gateway {
         Arc::new(Gateway {
             namespaces,
             sessions,
+            reserved_rooms: config.rooms.reserved(),
             rooms: config.rooms,
             engine: Engine::new(config.transport, config.metrics.clone()),
             hooks: config.hooks,
@@ -206,6 +220,17 @@ impl Gateway {
             return Err("Redis unreachable");
         }
         Ok(())
+    }
+
+    /// Whether `room` is one wsgate assigns, which no client may join or leave by itself,
+    /// whatever `--allow-join` says: a user's room, a session's room (for any user and session),
+    /// or a socket id (20 characters of base64url, as Node's and wsgate's ids are).
+    pub fn is_reserved_room(&self, room: &str) -> bool {
+        let socket_id = room.len() == 20
+            && room
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        socket_id || self.reserved_rooms.iter().any(|p| p.matches(room, ""))
     }
 
     /// Session lookups under way.

@@ -461,7 +461,6 @@ mod tests {
             Arc::new(Outbox::new(1 << 20, Arc::default())),
             None,
             Arc::default(),
-            json!({}),
             None,
         );
         nsp.add(&s, ["all".into()]);

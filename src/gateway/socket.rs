@@ -46,8 +46,6 @@ pub struct Socket {
     /// `socket.data`, built by [`Socket::data`] when they ask.
     pub user: Option<Value>,
     pub handshake: Arc<Handshake>,
-    /// The CONNECT payload (`auth`).
-    pub auth: Value,
     /// The express-session id the socket was authenticated with (`None` without auth).
     pub session: Option<Arc<str>>,
     pub(super) outbox: Arc<Outbox>,
@@ -64,7 +62,6 @@ impl Socket {
         outbox: Arc<Outbox>,
         user: Option<Value>,
         handshake: Arc<Handshake>,
-        auth: Value,
         session: Option<Arc<str>>,
     ) -> Arc<Self> {
         Arc::new(Socket {
@@ -72,7 +69,6 @@ impl Socket {
             nsp,
             user,
             handshake,
-            auth,
             session,
             outbox,
             rooms: Mutex::new(Some(HashSet::new())),
@@ -92,7 +88,7 @@ impl Socket {
         self.rooms.lock().is_some()
     }
 
-    pub(super) fn in_room(&self, room: &str) -> bool {
+    pub fn in_room(&self, room: &str) -> bool {
         self.rooms.lock().as_ref().is_some_and(|rooms| rooms.contains(room))
     }
 
