@@ -33,6 +33,7 @@ test("a passport logout closes the session's sockets on every gateway within a s
   const metrics = await (await fetch(`${gateways[0].url}/metrics`)).text();
   assert.match(metrics, /wsgate_keyspace_notifications 1/);
   // passport 0.7 saves the session without its user, then destroys it: whichever event comes
-  // first closes the sockets (no_user on the rewrite, deleted on the DEL).
-  assert.match(metrics, /wsgate_revocations_total\{reason="(deleted|no_user)"\} 1/);
+  // first closes the sockets (no_user on the rewrite, deleted on the DEL, or session_gone when
+  // the re-read prompted by the rewrite finds the DEL already done: seen on a busy machine).
+  assert.match(metrics, /wsgate_revocations_total\{reason="(deleted|no_user|session_gone)"\} 1/);
 });
