@@ -328,8 +328,8 @@ async fn postgres_notify_closes_logged_out_sockets_within_a_second() {
     let (mut alice, _) = Client::connect_answer(server.local_addr(), &cookie_for(ALICE, SECRET)).await;
     let (mut bob, _) = Client::connect_answer(server.local_addr(), &cookie_for(BOB, SECRET)).await;
     let (mut other, _) = Client::connect_answer(server.local_addr(), &cookie_for(ANON, SECRET)).await;
-    // The LISTEN connection is up once a change is seen: give it a moment on a busy machine.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The LISTEN connection is set up (its LISTEN is the last thing it does before waiting).
+    wait_for_listener(&postgres).await;
 
     // express-session's touch (only `expire` changes) closes nothing.
     postgres
@@ -359,7 +359,9 @@ async fn postgres_notify_closes_logged_out_sockets_within_a_second() {
     // sessions that ended meanwhile are caught by the resync.
     postgres
         .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'wsgate-session-notify'",
+            // This test's own listener only: the other tests' run beside it.
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'wsgate-session-notify' AND datname = current_database()",
         )
         .await;
     postgres
@@ -368,5 +370,67 @@ async fn postgres_notify_closes_logged_out_sockets_within_a_second() {
     assert!(
         closed_within(&mut other, Duration::from_secs(3)).await,
         "caught after reconnect"
+    );
+}
+
+/// Waits up to 5 s for wsgate's LISTEN connection to this database; returns its backend pid.
+async fn wait_for_listener(postgres: &Postgres) -> i32 {
+    for _ in 0..250 {
+        if let Some((pid, _)) = postgres.listener().await {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no LISTEN connection from wsgate");
+}
+
+/// Round 2 finding: the keep-alive query was awaited where the connection was not polled, so it
+/// never completed: the LISTEN connection was dropped as dead 10 s out of every 25, and logouts
+/// meanwhile waited for the next reconnect. Now its keep-alives complete (the same backend runs
+/// them one after the other) and a logout after several periods closes the socket at once.
+#[tokio::test]
+async fn postgres_notify_listener_stays_up_across_keepalives() {
+    let (redis, postgres) = (Redis::start().await, Postgres::start().await);
+    postgres
+        .execute(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/postgres/session-notify.sql"
+            ))
+            .unwrap(),
+        )
+        .await;
+    postgres.put(ALICE, &record(Some("42")), 3600.0).await;
+    let server = postgres_gateway(
+        &redis,
+        &postgres,
+        &[
+            "--pg-notify",
+            "--pg-notify-keepalive",
+            "200ms",
+            "--revalidate-interval",
+            "0",
+        ],
+    )
+    .await;
+    let (mut alice, answer) = Client::connect_answer(server.local_addr(), &cookie_for(ALICE, SECRET)).await;
+    assert!(answer.starts_with("40{"), "{answer}");
+    let pid = wait_for_listener(&postgres).await;
+    // Three keep-alives answered on the same connection (each moves its state_change).
+    let mut seen = std::collections::HashSet::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < 4 {
+        assert!(tokio::time::Instant::now() < until, "keep-alives seen: {seen:?}");
+        let (now, changed) = postgres.listener().await.expect("the LISTEN connection stays");
+        assert_eq!(now, pid, "the LISTEN connection was replaced");
+        seen.insert(changed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    postgres
+        .execute(&format!(r#"DELETE FROM "session" WHERE sid = '{ALICE}'"#))
+        .await;
+    assert!(
+        closed_within(&mut alice, Duration::from_secs(1)).await,
+        "logout within a second"
     );
 }

@@ -198,6 +198,11 @@ pub struct SessionArgs {
     #[arg(long, env = "WSGATE_PG_NOTIFY")]
     pub pg_notify: bool,
 
+    /// With --pg-notify: how often the LISTEN connection is checked with a query; one that gets
+    /// no answer within the same time is replaced.
+    #[arg(long, env = "WSGATE_PG_NOTIFY_KEEPALIVE", default_value = "15s", value_parser = parse_duration)]
+    pub pg_notify_keepalive: Duration,
+
     /// JSON pointer to the user inside the session record; a session without a user there
     /// (or with null, false or "") is anonymous.
     #[arg(long, env = "WSGATE_USER_PATH", default_value = "/passport/user")]

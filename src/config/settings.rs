@@ -206,6 +206,7 @@ impl ServeArgs {
                     schema: s.session_schema.clone(),
                     pool_size: s.session_store_pool,
                     notify: s.pg_notify,
+                    notify_keepalive: s.pg_notify_keepalive,
                 };
                 SessionStore::postgres(options, user, timeout).map_err(ConfigError::BadStore)
             }

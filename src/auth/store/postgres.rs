@@ -29,6 +29,9 @@ pub struct PostgresOptions {
     pub pool_size: usize,
     /// LISTEN for the session-change trigger's notifications.
     pub notify: bool,
+    /// How often the LISTEN connection is checked with a query (a dead peer is noticed by a
+    /// query that gets no answer within the same time).
+    pub notify_keepalive: Duration,
 }
 
 #[derive(Clone)]
@@ -38,6 +41,7 @@ pub(super) struct PostgresStore {
     /// `"schema"."table"`, quoted (also valid `regclass` input, to look for the trigger).
     table: String,
     notify: bool,
+    notify_keepalive: Duration,
 }
 
 /// An SQL identifier, quoted (any text is a valid name).
@@ -71,6 +75,7 @@ impl PostgresStore {
             config: std::sync::Arc::new(config),
             table,
             notify: options.notify,
+            notify_keepalive: options.notify_keepalive,
         })
     }
 
@@ -131,25 +136,37 @@ impl PostgresStore {
         Some(receiver)
     }
 
+    /// Keeps a LISTEN connection up while anyone listens: after a failure it reconnects with
+    /// backoff (100 ms doubling to 5 s, back to 100 ms once a connection held), warning once
+    /// per outage and at debug for the retries.
     async fn listen_forever(self, events: mpsc::Sender<StoreEvent>) {
         let mut backoff = Duration::from_millis(100);
-        let mut was_up = false;
+        let mut ever_up = false;
+        let mut warned = false;
         while !events.is_closed() {
-            let why = self.listen(&events, &mut was_up).await;
+            let mut held = false;
+            let why = self.listen(&events, &mut ever_up, &mut held).await;
             if events.is_closed() {
                 return;
             }
-            if was_up {
+            if held {
                 backoff = Duration::from_millis(100);
+                warned = false;
             }
-            tracing::warn!(reason = %why, retry_in = ?backoff, "Postgres LISTEN connection for session changes lost: logouts close sockets at the next --revalidate-interval until it is back");
+            if warned {
+                tracing::debug!(reason = %why, retry_in = ?backoff, "Postgres LISTEN connection still down");
+            } else {
+                tracing::warn!(reason = %why, retry_in = ?backoff, "Postgres LISTEN connection for session changes lost: logouts close sockets at the next --revalidate-interval until it is back");
+                warned = true;
+            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
     /// One LISTEN connection, until it fails; returns why.
-    async fn listen(&self, events: &mpsc::Sender<StoreEvent>, was_up: &mut bool) -> String {
+    /// `held`: the connection was set up and listening (whatever ended it).
+    async fn listen(&self, events: &mpsc::Sender<StoreEvent>, was_up: &mut bool, held: &mut bool) -> String {
         let mut config = (*self.config).clone();
         // Named, so a DBA can tell this connection from the lookups' pool.
         config.application_name("wsgate-session-notify");
@@ -207,18 +224,28 @@ impl PostgresStore {
             let _ = events.send(StoreEvent::Resync).await;
         }
         *was_up = true;
-        // A dead peer is noticed by a query that gets no answer.
-        let mut ping = tokio::time::interval(Duration::from_secs(15));
-        ping.tick().await;
+        *held = true;
+        // A dead peer is noticed by a query that gets no answer. The query runs beside the
+        // connection's driver, which must keep being polled for the answer to arrive (awaiting
+        // it alone left the driver unpolled: no keep-alive ever completed, and the connection
+        // was dropped as dead after every timeout).
+        let every = self.notify_keepalive;
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        let mut keepalive: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>> = None;
         loop {
             tokio::select! {
                 why = &mut driver => return why,
                 () = events.closed() => return "stopped".into(),
-                _ = ping.tick() => {
-                    match tokio::time::timeout(Duration::from_secs(10), client.simple_query("SELECT 1")).await {
+                _ = tick.tick(), if keepalive.is_none() => {
+                    keepalive = Some(Box::pin(tokio::time::timeout(every, client.simple_query("SELECT 1"))));
+                }
+                answered = async { keepalive.as_mut().expect("polled only while set").await }, if keepalive.is_some() => {
+                    keepalive = None;
+                    match answered {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return format!("postgres: {}", describe(&e)),
-                        Err(_) => return "no answer to a keep-alive query".into(),
+                        Err(_) => return format!("no answer to a keep-alive query within {every:?}"),
                     }
                 }
             }

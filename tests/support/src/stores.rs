@@ -144,6 +144,23 @@ impl Postgres {
     pub async fn execute(&self, sql: &str) {
         self.client.batch_execute(sql).await.unwrap();
     }
+
+    /// The rows `sql` returns, in this test's database.
+    pub async fn rows(&self, sql: &str) -> Vec<tokio_postgres::Row> {
+        self.client.query(sql, &[]).await.unwrap()
+    }
+
+    /// The backend pid and last state change of wsgate's LISTEN connection to this database,
+    /// when it has one.
+    pub async fn listener(&self) -> Option<(i32, String)> {
+        self.rows(
+            "SELECT pid, state_change::text FROM pg_stat_activity \
+             WHERE application_name = 'wsgate-session-notify' AND datname = current_database()",
+        )
+        .await
+        .first()
+        .map(|row| (row.get(0), row.get::<_, Option<String>>(1).unwrap_or_default()))
+    }
 }
 
 impl Drop for Postgres {
