@@ -16,6 +16,11 @@ use std::time::Duration;
 /// Descriptors kept free beyond the connection cap when it is derived from the open-file limit:
 /// Redis connections, the admin listener, log files.
 const DESCRIPTOR_RESERVE: u64 = 128;
+/// Connections the admin listener holds at once.
+const ADMIN_CONNECTIONS: usize = 64;
+/// How long an admin connection may wait for its request's headers: health checks send theirs
+/// at once, so idle connections (a full cap) are cleared within this.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long sessions get to end once they were asked to close (their queued frames flushed).
 const SESSIONS_GRACE: Duration = Duration::from_secs(3);
 /// How long the background tasks get to end once cancelled.
@@ -67,7 +72,8 @@ impl Server {
         let mut admin_addr = None;
         if let Some(admin_listen) = admin_listen {
             let admin_limits = listener::Limits {
-                max_connections: 64,
+                max_connections: ADMIN_CONNECTIONS,
+                header_timeout: ADMIN_HEADER_TIMEOUT,
                 ..limits
             };
             let admin = Listener::start(admin_listen, admin, admin_limits, metrics, &tasks)?;

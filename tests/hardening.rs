@@ -109,6 +109,35 @@ async fn a_full_public_port_leaves_the_admin_port_answering() {
     );
 }
 
+/// Round 2 finding: the admin listener's 64-connection cap was fillable (70 idle connections left
+/// `/healthz` unreachable for 10 s). Idle admin connections are closed after 1 s now.
+#[tokio::test]
+async fn the_admin_port_answers_with_its_cap_full() {
+    let (_redis, server, _) = gateway_with_user(
+        SID,
+        "42",
+        &["--max-pending-per-ip", "0", "--admin-listen", "127.0.0.1:0"],
+    )
+    .await;
+    let admin = server.admin_addr().expect("admin listener");
+    let mut idle = Vec::new();
+    for i in 0..70 {
+        idle.push(tcp_from(&format!("127.0.{}.{}", 20 + i / 50, 1 + i % 50), admin).await);
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !healthz(admin).await {
+        assert!(tokio::time::Instant::now() < until, "/healthz unreachable for 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut closed = 0;
+    for tcp in &mut idle {
+        if tcp_closed_within(tcp, Duration::from_secs(3)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, idle.len(), "every idle admin connection is closed");
+}
+
 async fn ws(addr: SocketAddr, cookie: Option<&str>) -> Client {
     let headers: Vec<(&str, &str)> = cookie.map(|c| vec![("cookie", c)]).unwrap_or_default();
     Client::open(addr, &headers).await.expect("upgrade").0
