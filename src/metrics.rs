@@ -93,7 +93,7 @@ families! {
         UnknownSid = "unknown_sid", TransportMismatch = "transport_mismatch", OriginRejected = "origin_rejected",
         PayloadTooLarge = "payload_too_large", BinaryBody = "binary_body", BadMethod = "bad_method",
         SessionClosed = "session_closed", OverlappingGet = "overlapping_get", OverlappingPost = "overlapping_post",
-        MalformedPayload = "malformed_payload",
+        MalformedPayload = "malformed_payload", CookieMismatch = "cookie_mismatch",
     }
     Upgrade "wsgate_upgrades_total" "Polling sessions' upgrades to WebSocket, by outcome" {
         Upgraded = "upgraded", NotPolling = "not_polling", Timeout = "timeout", Aborted = "aborted",

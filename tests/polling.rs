@@ -310,10 +310,11 @@ async fn requests_that_break_the_rules_are_refused() {
     // Two concurrent GETs: the second is refused, the first gets the close packet, the session
     // is gone (engine.io does the same).
     let first = tokio::spawn({
+        // The same client's second request: with its cookie, as every request of a session.
         let c = Polling {
             addr,
             sid: client.sid.clone(),
-            headers: vec![],
+            headers: client.headers.clone(),
         };
         async move { c.get().await }
     });
@@ -597,6 +598,9 @@ async fn upgrade_with_packets_in_flight_loses_and_duplicates_nothing() {
         (400, r#"{"code":3,"message":"Bad request"}"#)
     );
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&sid={}", client.sid);
+    // With the client's cookie, as every request of its session.
+    let mut url = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    url.headers_mut().insert("cookie", s.cookie.parse().unwrap());
     let (mut second, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     match tokio::time::timeout(Duration::from_secs(5), second.next())
         .await
@@ -650,10 +654,11 @@ async fn shutdown_sends_polling_clients_the_close_packet_and_no_disconnect() {
     let (client, _) = Polling::open(addr, &[("cookie", &s.cookie)]).await;
     client.connect().await;
     let pending = tokio::spawn({
+        // The same client's second request: with its cookie, as every request of a session.
         let c = Polling {
             addr,
             sid: client.sid.clone(),
-            headers: vec![],
+            headers: client.headers.clone(),
         };
         async move { c.packets().await }
     });
@@ -704,4 +709,55 @@ async fn random_bodies_never_take_the_node_down() {
     assert_eq!(http(addr, "GET", "/healthz", &[]).await, (200, "ok".into()));
     bystander.post_ok("421[\"e\",3]").await;
     assert_eq!(bystander.packets().await, ["431[3]"]);
+}
+
+/// Round 2 finding: the Engine.IO session id was a bearer token. From another address, with no
+/// cookie or another user's, the sid alone read a victim's packets, emitted events as the
+/// victim, and took the session over by upgrading. Every later request of a session must now
+/// carry the session cookie its handshake had (beyond engine.io); the sticky cookie is `Secure`
+/// when the browser came over TLS.
+#[tokio::test]
+async fn the_session_id_alone_is_not_enough() {
+    let s = setup(&["--sticky-cookie", "io", "--trust-proxy"]).await;
+    let addr = s.server.local_addr();
+    let (victim, _) = Polling::open(addr, &[("cookie", &s.cookie)]).await;
+    victim.connect().await;
+    let other = cookie_for("pollingOtherSession-0123456789abc", SECRET);
+    for headers in [vec![], vec![("cookie", other.as_str())]] {
+        let thief = Polling {
+            addr,
+            sid: victim.sid.clone(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let read = thief.get().await;
+        assert_eq!(
+            (read.status, read.text().as_str()),
+            (400, r#"{"code":3,"message":"Bad request"}"#)
+        );
+        let injected = thief.post(r#"42["as-the-victim"]"#).await;
+        assert_eq!(injected.status, 400, "{}", injected.text());
+        let request = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&sid={}", victim.sid);
+        let mut request = tungstenite::client::IntoClientRequest::into_client_request(request).unwrap();
+        for (k, v) in &headers {
+            request.headers_mut().insert(*k, v.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 400),
+            other => panic!("the upgrade must be refused, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        s.server
+            .gateway()
+            .metrics
+            .get(wsgate::metrics::PollingRefused::CookieMismatch),
+        6
+    );
+    assert!(s.recorder.events.lock().is_empty(), "nothing was emitted as the victim");
+    // The victim's own requests go on.
+    victim.post_ok(r#"42["mine"]"#).await;
+    // The sticky cookie is Secure behind a TLS-terminating proxy.
+    let (_, response) = Polling::open(addr, &[("x-forwarded-proto", "https")]).await;
+    let set = response.header("set-cookie").unwrap().to_owned();
+    assert!(set.ends_with("; Path=/; HttpOnly; SameSite=Lax; Secure"), "{set}");
 }

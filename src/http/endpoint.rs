@@ -34,6 +34,9 @@ pub(super) struct AppState {
     pub(super) handshakes: parking_lot::Mutex<(f64, std::time::Instant)>,
     /// The minute (since the epoch) of the last refusal logged at info.
     pub(super) refusal_log: OncePerMinute,
+    /// Keys the session-cookie tags that bind an engine session to its handshake's cookie
+    /// (random per process).
+    pub(super) binding_key: std::hash::RandomState,
 }
 
 fn json_error(status: StatusCode, code: u8, message: &str) -> Response {
@@ -83,6 +86,25 @@ impl Request {
 }
 
 impl AppState {
+    /// What binds a session to this request's session cookie: a keyed hash of the cookie's raw
+    /// value, or 0 when the request has none (or auth is off). Later requests of the session
+    /// must carry the same cookie: the Engine.IO session id alone is a bearer token.
+    fn binding(&self, req: &Request) -> u64 {
+        use std::hash::BuildHasher as _;
+        let Some(auth) = self.gateway.auth() else { return 0 };
+        let joined = req
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join("; ");
+        match crate::auth::cookie::find_cookie(&joined, &auth.cookie_name) {
+            Some(value) if !value.is_empty() => self.binding_key.hash_one(value).max(1),
+            _ => 0,
+        }
+    }
+
     /// One new session under `--max-handshakes-per-second` (a token bucket with a one-second
     /// burst), if there is room.
     fn take_handshake(&self) -> bool {
@@ -315,11 +337,12 @@ async fn new_session(
 
     let handshake = handshake_info(&req.headers, peer, &req.uri);
     let sid: Arc<str> = new_id().into();
-    let sticky = state
-        .options
-        .sticky_cookie
-        .as_ref()
-        .and_then(|name| HeaderValue::from_str(&format!("{name}={sid}; Path=/; HttpOnly; SameSite=Lax")).ok());
+    let sticky = state.options.sticky_cookie.as_ref().and_then(|name| {
+        // Secure when the browser came over TLS (seen through --trust-proxy).
+        let secure = if req.scheme == "https" { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!("{name}={sid}; Path=/; HttpOnly; SameSite=Lax{secure}")).ok()
+    });
+    let binding = state.binding(req);
     let engine = gateway.engine().clone();
     let gateway = gateway.clone();
     let mut response = match (transport, upgrade) {
@@ -329,11 +352,11 @@ async fn new_session(
             let held = req.slot.clone();
             // Boxed: axum's upgrade task keeps the callback's captures for the connection's
             // whole life, so 8 bytes stay behind instead of 224.
-            let start = Box::new((engine, sid, held, handshake, pending));
+            let start = Box::new((engine, sid, binding, held, handshake, pending));
             let transport = gateway.transport().clone();
             configure(upgrade, &transport).on_upgrade(move |ws| {
-                let (engine, sid, held, handshake, pending) = *start;
-                let session = engine.open_websocket(ws, sid, held);
+                let (engine, sid, binding, held, handshake, pending) = *start;
+                let session = engine.open_websocket(ws, sid, binding, held);
                 gateway.serve(session, Arc::new(handshake), Box::new(pending))
             })
         }
@@ -341,7 +364,7 @@ async fn new_session(
         (TransportKind::Polling, _) => {
             gateway.metrics.inc(HandshakeOutcome::Polling);
             let upgrades = state.options.transports.contains(&TransportKind::WebSocket);
-            let (session, open) = engine.open_polling(sid, upgrades);
+            let (session, open) = engine.open_polling(sid, binding, upgrades);
             tokio::spawn(gateway.serve(session, Arc::new(handshake), Box::new(pending)));
             polling_response("text/plain; charset=UTF-8", open)
         }
@@ -386,6 +409,14 @@ async fn existing_session(
             "Origin not allowed (add it with --allowed-origin)",
         );
         return handshake_error(HandshakeError::Forbidden);
+    }
+    if session.binding != 0 && state.binding(req) != session.binding {
+        state.refuse(
+            PollingRefused::CookieMismatch,
+            req,
+            "the request does not carry the session cookie its handshake had (a session id used from elsewhere?)",
+        );
+        return handshake_error(HandshakeError::BadRequest);
     }
     match (transport, upgrade) {
         (TransportKind::WebSocket, Ok(upgrade)) => upgrade_session(state, session, upgrade, req.slot.clone()),

@@ -30,6 +30,7 @@ pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) 
         options,
         handshakes: parking_lot::Mutex::new((burst, std::time::Instant::now())),
         refusal_log: OncePerMinute::default(),
+        binding_key: std::hash::RandomState::new(),
     });
     let admin = Router::new()
         .route("/healthz", get(|| async { "ok" }))

@@ -14,6 +14,9 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct SessionHandle {
     pub outbox: Arc<Outbox>,
+    /// An opaque tag of what the handshake carried that every later request of the session must
+    /// carry too (the HTTP layer's: a hash of the session cookie); 0 when nothing is required.
+    pub binding: u64,
     /// Present for sessions opened over polling (also after they upgraded).
     pub polling: Option<Arc<PollingSession>>,
 }

@@ -74,7 +74,7 @@ pub struct EngineSession {
 
 impl EngineSession {
     /// A session carried by `carrier`, registered under `sid` until it is dropped.
-    pub(super) fn new(engine: &Arc<Engine>, sid: Arc<str>, carrier: Carrier) -> Self {
+    pub(super) fn new(engine: &Arc<Engine>, sid: Arc<str>, binding: u64, carrier: Carrier) -> Self {
         let outbox = Arc::new(Outbox::new(engine.config.max_queue_bytes, engine.metrics.clone()));
         let polling = match &carrier {
             Carrier::Polling(polling) => Some(polling.shared.clone()),
@@ -84,6 +84,7 @@ impl EngineSession {
             &sid,
             SessionHandle {
                 outbox: outbox.clone(),
+                binding,
                 polling,
             },
         );
@@ -227,16 +228,18 @@ impl EngineSession {
 impl Engine {
     /// Registers a session on a freshly upgraded WebSocket under `sid`, with its open packet
     /// (no upgrades: the session already has the best transport) queued first. `permit` lives as
-    /// long as the session. Synchronous, so the task serving the session holds only the
-    /// session's own state (an async open step nested before it made every task 1.3 KiB larger).
+    /// long as the session; `binding` is what later requests of the session must match (see
+    /// [`SessionHandle`]). Synchronous, so the task serving the session holds only the session's
+    /// own state (an async open step nested before it made every task 1.3 KiB larger).
     pub fn open_websocket(
         self: &Arc<Self>,
         ws: WebSocket,
         sid: Arc<str>,
+        binding: u64,
         permit: Option<ConnectionPermit>,
     ) -> EngineSession {
         let open = self.open_packet(&sid, false);
-        let mut session = EngineSession::new(self, sid, Carrier::WebSocket(ws));
+        let mut session = EngineSession::new(self, sid, binding, Carrier::WebSocket(ws));
         session.outbox.push(&[Frame::Text(open.into())]);
         session.permit = permit;
         session
@@ -244,10 +247,15 @@ impl Engine {
 
     /// Opens a session for a polling handshake and registers it under `sid`; returns it and the
     /// open packet that is the handshake's response body.
-    pub fn open_polling(self: &Arc<Self>, sid: Arc<str>, upgrade_to_websocket: bool) -> (EngineSession, String) {
+    pub fn open_polling(
+        self: &Arc<Self>,
+        sid: Arc<str>,
+        binding: u64,
+        upgrade_to_websocket: bool,
+    ) -> (EngineSession, String) {
         let open = self.open_packet(&sid, upgrade_to_websocket);
         let carrier = PollingCarrier::new();
-        (EngineSession::new(self, sid, Carrier::Polling(carrier)), open)
+        (EngineSession::new(self, sid, binding, Carrier::Polling(carrier)), open)
     }
 }
 
