@@ -32,7 +32,8 @@ measure() {
   local port; port=$(free_port)
   valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.out" \
     "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$REDIS" --session-secret "$SECRET" \
-    --max-handshakes-per-second 0 --drain-timeout 0 >"$WORK/$name.log" 2>&1 &
+    --max-handshakes-per-second 0 --max-events-per-second-per-user 0 --max-event-bytes-per-second-per-user 0 \
+    --drain-timeout 0 >"$WORK/$name.log" 2>&1 &
   SERVER=$!
   wait_port "$port"
   "$BIN/loadgen" run --system wsgate-callgrind --target "127.0.0.1:$port" --redis-url "$REDIS" --secret "$SECRET" \

@@ -68,8 +68,9 @@ start_nodes() {
   for _ in $(seq "$2"); do
     local port; port=$(free_port)
     if [[ $1 == wsgate ]]; then
-      # The handshake rate limit is off: these runs measure capacity, not the limit.
-      "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$SERVER_REDIS" --session-secret "$SECRET" --max-handshakes-per-second 0 "${STORE_ARGS[@]}" "${ADAPTER_ARGS[@]}" >>"$WORK/wsgate.log" 2>&1 &
+      # The handshake rate limit and the per-user budgets are off: these runs measure capacity,
+      # not the limits (every load socket is one user).
+      "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$SERVER_REDIS" --session-secret "$SECRET" --max-handshakes-per-second 0 --max-events-per-second-per-user 0 --max-event-bytes-per-second-per-user 0 "${STORE_ARGS[@]}" "${ADAPTER_ARGS[@]}" >>"$WORK/wsgate.log" 2>&1 &
     else
       node loadtest/node-reference/server.mjs --port "$port" --redis-url "$SERVER_REDIS" --secret "$SECRET" "${STORE_ARGS[@]}" "${ADAPTER_ARGS[@]}" >>"$WORK/node.log" 2>&1 &
     fi

@@ -139,9 +139,10 @@ families! {
         Deleted = "deleted", Expired = "expired", Evicted = "evicted", Renamed = "renamed",
         SessionGone = "session_gone", NoUser = "no_user", UserChanged = "user_changed",
     }
-    InboundEvent "wsgate_inbound_events_total" "Client events by outcome: stored (in the inbound stream), store_unavailable, queue_full, not_forwarded, rate_limited, abuse_disconnect" {
+    InboundEvent "wsgate_inbound_events_total" "Client events by outcome: stored (in the inbound stream), store_unavailable, queue_full, not_forwarded, rate_limited, user_rate_limited, too_large, abuse_disconnect" {
         Stored = "stored", StoreUnavailable = "store_unavailable", QueueFull = "queue_full",
-        NotForwarded = "not_forwarded", RateLimited = "rate_limited", AbuseDisconnect = "abuse_disconnect",
+        NotForwarded = "not_forwarded", RateLimited = "rate_limited", UserRateLimited = "user_rate_limited",
+        TooLarge = "too_large", AbuseDisconnect = "abuse_disconnect",
     }
     RoomRequest "wsgate_room_requests_total" "Client join/leave requests: joined, left, forbidden, reserved (a room wsgate assigns), invalid_room, too_many_rooms" {
         Joined = "joined", Left = "left", Forbidden = "forbidden", Reserved = "reserved", InvalidRoom = "invalid_room",

@@ -9,18 +9,6 @@ use support::*;
 const SID: &str = "inboundSessionId-0123456789abcdef";
 const POLITE: &str = "inboundPoliteSession-0123456789ab";
 
-/// The ack of packet `id`, skipping anything else the server sends meanwhile.
-async fn ack_of(client: &mut Client, id: u64) -> Value {
-    loop {
-        let text = client.text().await;
-        let Some(rest) = text.strip_prefix("43") else { continue };
-        let digits = rest.find('[').unwrap_or(rest.len());
-        if rest[..digits].parse::<u64>().ok() == Some(id) {
-            return serde_json::from_str::<Value>(&rest[digits..]).unwrap()[0].clone();
-        }
-    }
-}
-
 /// `XRANGE` as (entry id, fields).
 type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
 
@@ -52,7 +40,7 @@ async fn an_event_lands_in_the_stream_with_every_field_and_its_ack_has_the_id() 
         .send(r#"451-7["chat",{"text":"hi"},{"_placeholder":true,"num":0}]"#)
         .await;
     client.send_binary(&[1, 2, 3]).await;
-    let ack = ack_of(&mut client, 7).await;
+    let ack = client.ack_of(7).await;
     assert_eq!(ack["ok"], json!(true));
     let stored = entries(&redis, "wsgate:inbound").await;
     assert_eq!(stored.len(), 1);
@@ -76,12 +64,9 @@ async fn an_event_lands_in_the_stream_with_every_field_and_its_ack_has_the_id() 
     let filtered = gateway(&redis.url(), &["--inbound-events", "chat", "--inbound-stream", "other"]).await;
     let (mut client, _) = Client::connect_as(filtered.local_addr(), &cookie_for(SID, SECRET)).await;
     client.send(r#"421["typing"]"#).await;
-    assert_eq!(
-        ack_of(&mut client, 1).await,
-        json!({"ok": false, "error": "not_forwarded"})
-    );
+    assert_eq!(client.ack_of(1).await, json!({"ok": false, "error": "not_forwarded"}));
     client.send(r#"422["chat","x"]"#).await;
-    assert_eq!(ack_of(&mut client, 2).await["ok"], json!(true));
+    assert_eq!(client.ack_of(2).await["ok"], json!(true));
     assert_eq!(entries(&redis, "other").await.len(), 1);
 }
 
@@ -96,7 +81,7 @@ async fn acks_mean_stored_across_a_redis_outage_and_restart() {
     let mut stored = Vec::new();
     for n in 1..=5u64 {
         client.send(&format!(r#"42{n}["chat",{n}]"#)).await;
-        let ack = ack_of(&mut client, n).await;
+        let ack = client.ack_of(n).await;
         assert_eq!(ack["ok"], json!(true));
         stored.push(ack["id"].as_str().unwrap().to_owned());
     }
@@ -104,7 +89,7 @@ async fn acks_mean_stored_across_a_redis_outage_and_restart() {
     // Redis down: an error ack, never a false ok.
     client.send(r#"426["chat",6]"#).await;
     assert_eq!(
-        ack_of(&mut client, 6).await,
+        client.ack_of(6).await,
         json!({"ok": false, "error": "store_unavailable"})
     );
     let redis = Redis::start_persistent(port, &data).await;
@@ -112,7 +97,7 @@ async fn acks_mean_stored_across_a_redis_outage_and_restart() {
     let mut after = None;
     for n in 7..40u64 {
         client.send(&format!(r#"42{n}["chat",{n}]"#)).await;
-        let ack = ack_of(&mut client, n).await;
+        let ack = client.ack_of(n).await;
         if ack["ok"] == json!(true) {
             after = Some(ack["id"].as_str().unwrap().to_owned());
             break;
@@ -157,26 +142,23 @@ async fn clients_join_only_the_rooms_they_are_allowed_to() {
         (4, "admin", &forbidden),
     ] {
         client.send(&format!(r#"42{n}["join","{room}"]"#)).await;
-        assert_eq!(&ack_of(&mut client, n).await, expected, "{room}");
+        assert_eq!(&client.ack_of(n).await, expected, "{room}");
     }
     let rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
     assert!(rooms.contains(&"public:lobby".to_string()) && rooms.contains(&"inbox:alice".to_string()));
     assert!(!rooms.contains(&"inbox:bob".to_string()));
     client.send(r#"425["join","public:more"]"#).await;
-    assert_eq!(
-        ack_of(&mut client, 5).await,
-        json!({"ok": false, "error": "too_many_rooms"})
-    );
+    assert_eq!(client.ack_of(5).await, json!({"ok": false, "error": "too_many_rooms"}));
     client.send(r#"426["leave","public:lobby"]"#).await;
-    assert_eq!(ack_of(&mut client, 6).await, ok);
+    assert_eq!(client.ack_of(6).await, ok);
     assert!(!socket.rooms().iter().any(|r| &**r == "public:lobby"));
     client.send(r#"427["join","public:more"]"#).await;
-    assert_eq!(ack_of(&mut client, 7).await, ok, "a left room frees its place");
+    assert_eq!(client.ack_of(7).await, ok, "a left room frees its place");
     // Nothing may be joined without --allow-join.
     let strict = gateway(&redis.url(), &[]).await;
     let (mut client, _) = Client::connect_as(strict.local_addr(), &cookie_for(SID, SECRET)).await;
     client.send(r#"421["join","public:lobby"]"#).await;
-    assert_eq!(ack_of(&mut client, 1).await, forbidden);
+    assert_eq!(client.ack_of(1).await, forbidden);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +190,7 @@ async fn a_flooding_client_is_limited_and_cut_while_a_polite_one_keeps_its_laten
     // The polite client on the same node is answered as fast as ever.
     let started = Instant::now();
     polite.send(r#"421["chat","hello"]"#).await;
-    assert_eq!(ack_of(&mut polite, 1).await["ok"], json!(true));
+    assert_eq!(polite.ack_of(1).await["ok"], json!(true));
     assert!(started.elapsed() < Duration::from_millis(500));
     // Keeping on flooding (a whole burst refused in a row) gets the client disconnected.
     for n in 100..300u64 {

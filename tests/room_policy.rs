@@ -10,18 +10,6 @@ use support::*;
 const ALICE: &str = "roomPolicyAliceSession-012345678";
 const BOB: &str = "roomPolicyBobSession-0123456789ab";
 
-/// The ack of packet `id`, skipping anything else the server sends meanwhile.
-async fn ack_of(client: &mut Client, id: u64) -> Value {
-    loop {
-        let text = client.text().await;
-        let Some(rest) = text.strip_prefix("43") else { continue };
-        let digits = rest.find('[').unwrap_or(rest.len());
-        if rest[..digits].parse::<u64>().ok() == Some(id) {
-            return serde_json::from_str::<Value>(&rest[digits..]).unwrap()[0].clone();
-        }
-    }
-}
-
 /// With `--allow-join '*'` a user once joined `user:bob`, `session:<bob's sid>` and bob's
 /// socket id and received bob's messages, and could leave her own `session:` room so that the
 /// logout kick (`disconnect --room session:<sid>`) no longer reached her.
@@ -48,7 +36,7 @@ async fn rooms_wsgate_assigns_are_never_a_clients_to_join_or_leave() {
     ] {
         n += 1;
         alice.send(&format!(r#"42{n}["{verb}","{room}"]"#)).await;
-        assert_eq!(ack_of(&mut alice, n).await, forbidden, "{verb} {room}");
+        assert_eq!(alice.ack_of(n).await, forbidden, "{verb} {room}");
     }
     // Bob's messages reach bob only, and the logout kick still reaches alice.
     let nsp = server.gateway().namespace("/").unwrap().clone();
@@ -80,13 +68,13 @@ async fn rooms_wsgate_assigns_are_never_a_clients_to_join_or_leave() {
     let carol_socket = nsp.socket(&carol_id).unwrap();
     eventually("the backend's join applied", || carol_socket.in_room("vip:lounge")).await;
     carol.send(r#"421["leave","vip:lounge"]"#).await;
-    assert_eq!(ack_of(&mut carol, 1).await, forbidden);
+    assert_eq!(carol.ack_of(1).await, forbidden);
     assert!(carol_socket.in_room("vip:lounge"), "still in the backend's room");
     // Rooms it joined itself it may leave.
     carol.send(r#"422["join","lobby"]"#).await;
-    assert_eq!(ack_of(&mut carol, 2).await, json!({"ok": true}));
+    assert_eq!(carol.ack_of(2).await, json!({"ok": true}));
     carol.send(r#"423["leave","lobby"]"#).await;
-    assert_eq!(ack_of(&mut carol, 3).await, json!({"ok": true}));
+    assert_eq!(carol.ack_of(3).await, json!({"ok": true}));
     assert!(!carol_socket.in_room("lobby"));
 }
 
@@ -95,23 +83,29 @@ async fn rooms_wsgate_assigns_are_never_a_clients_to_join_or_leave() {
 /// for 30 s.
 #[tokio::test]
 async fn room_names_have_a_byte_budget_and_matching_cannot_stall_the_node() {
-    let (_redis, server, cookie) = gateway_with_user(ALICE, r#""alice""#, &["--allow-join", "org:*:team:*:chat"]).await;
+    let (_redis, server, cookie) = gateway_with_user(
+        ALICE,
+        r#""alice""#,
+        // Events as large as the finding's (the event budget would refuse them first).
+        &["--allow-join", "org:*:team:*:chat", "--max-event-bytes", "1000000"],
+    )
+    .await;
     let addr = server.local_addr();
     let (mut alice, alice_id) = Client::connect_as(addr, &cookie).await;
     let invalid = json!({"ok": false, "error": "invalid_room"});
     let long = format!("org:{}:team:x:chat", "a".repeat(300_000));
     alice.send(&format!(r#"421["join","{long}"]"#)).await;
     assert!(healthz(addr).await, "/healthz answers");
-    assert_eq!(ack_of(&mut alice, 1).await, invalid);
+    assert_eq!(alice.ack_of(1).await, invalid);
     alice.send(r#"422["join",""]"#).await;
-    assert_eq!(ack_of(&mut alice, 2).await, invalid, "an empty name");
+    assert_eq!(alice.ack_of(2).await, invalid, "an empty name");
     alice.send(r#"423["join",42]"#).await;
-    assert_eq!(ack_of(&mut alice, 3).await, invalid, "not a string");
+    assert_eq!(alice.ack_of(3).await, invalid, "not a string");
     let at_budget = format!("org:{}:team:x:chat", "a".repeat(256 - "org::team:x:chat".len()));
     assert_eq!(at_budget.len(), 256);
     alice.send(&format!(r#"424["join","{at_budget}"]"#)).await;
     assert_eq!(
-        ack_of(&mut alice, 4).await,
+        alice.ack_of(4).await,
         json!({"ok": true}),
         "256 bytes is the default budget"
     );

@@ -279,6 +279,21 @@ pub struct ClientArgs {
     /// Client events a connection may send at once.
     #[arg(long, env = "WSGATE_EVENTS_BURST", default_value_t = 100.0)]
     pub events_burst: f64,
+
+    /// Largest client event, in bytes (its JSON plus binary attachments); larger ones are
+    /// refused (ack "too_large") and not stored.
+    #[arg(long, env = "WSGATE_MAX_EVENT_BYTES", default_value_t = 64 << 10)]
+    pub max_event_bytes: usize,
+
+    /// Sustained client events per second of one user across all its sockets on this node
+    /// (bursts of twice as many); more are refused (ack "rate_limited"). 0: no limit.
+    #[arg(long, env = "WSGATE_MAX_EVENTS_PER_SECOND_PER_USER", default_value = "200")]
+    pub max_events_per_second_per_user: OffIfZero<f64>,
+
+    /// Sustained client event bytes per second of one user across all its sockets on this node
+    /// (bursts of twice as many); more are refused (ack "rate_limited"). 0: no limit.
+    #[arg(long, env = "WSGATE_MAX_EVENT_BYTES_PER_SECOND_PER_USER", default_value = "1048576")]
+    pub max_event_bytes_per_second_per_user: OffIfZero<f64>,
 }
 
 /// Redis, the adapter protocol and what rides on them: what becomes `ClusterOptions`.
@@ -310,6 +325,17 @@ pub struct InboundArgs {
     /// Approximate length the inbound stream is trimmed to (XADD MAXLEN ~).
     #[arg(long, env = "WSGATE_INBOUND_MAXLEN", default_value_t = 100_000)]
     pub inbound_maxlen: u64,
+
+    /// A Redis of its own for the inbound stream (recommended: with maxmemory and the
+    /// noeviction policy, so client traffic can never evict or crowd out the sessions); default:
+    /// --redis-url. Put a password in the env variable, not on the command line.
+    #[arg(long, env = "WSGATE_INBOUND_REDIS_URL", hide_env_values = true)]
+    pub inbound_redis_url: Option<String>,
+
+    /// Bytes of client events waiting to be written to the stream, at most; past it events are
+    /// refused (ack "queue_full").
+    #[arg(long, env = "WSGATE_INBOUND_QUEUE_BYTES", default_value_t = 16 << 20)]
+    pub inbound_queue_bytes: usize,
 
     /// Only these client events are forwarded (comma-separated); empty: all.
     #[arg(long, env = "WSGATE_INBOUND_EVENTS", value_delimiter = ',')]

@@ -44,6 +44,8 @@ pub enum ConfigError {
     RedisClient(#[source] redis::RedisError),
     #[error("--session-store {0} needs --session-store-url (e.g. {1})")]
     NoStoreUrl(&'static str, &'static str),
+    #[error("--inbound-redis-url is not a valid Redis URL: {0}")]
+    BadInboundRedisUrl(#[source] TargetError),
     #[error("--session-store-url: {0}")]
     BadStoreTarget(#[source] TargetError),
     #[error("session store: {0}")]
@@ -222,6 +224,7 @@ impl ServeArgs {
             events: i.inbound_events.clone(),
             node: i.node_id.clone().unwrap_or_else(|| self.listener.listen.to_string()),
             queue: 10_000,
+            queue_bytes: i.inbound_queue_bytes,
         })
     }
 
@@ -248,7 +251,17 @@ impl ServeArgs {
         let store = self.session_store(redis.clone())?;
         let hooks: Arc<dyn SocketHooks> = match self.inbound() {
             None => Arc::new(NoHooks),
-            Some(options) => Forwarder::start(options, redis.clone(), metrics.clone(), &tasks),
+            Some(options) => {
+                // The stream on a Redis of its own, when asked: client traffic apart from sessions.
+                let stream_redis = match &self.inbound.inbound_redis_url {
+                    None => redis.clone(),
+                    Some(url) => RedisTarget::parse(url, self.cluster.redis.redis_cluster)
+                        .map_err(ConfigError::BadInboundRedisUrl)?
+                        .connect(self.sessions.session_lookup_timeout)
+                        .map_err(ConfigError::RedisClient)?,
+                };
+                Forwarder::start(options, stream_redis, metrics.clone(), &tasks)
+            }
         };
         let s = &self.sessions;
         let c = &self.clients;
@@ -279,6 +292,9 @@ impl ServeArgs {
                 max_room_name_bytes: c.max_room_name_bytes,
                 events_per_second: c.max_events_per_second,
                 event_burst: c.events_burst.max(1.0),
+                max_event_bytes: c.max_event_bytes,
+                events_per_second_per_user: c.max_events_per_second_per_user.get(),
+                event_bytes_per_second_per_user: c.max_event_bytes_per_second_per_user.get(),
             },
             metrics,
             tasks,

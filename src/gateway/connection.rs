@@ -303,6 +303,21 @@ impl Connection<'_> {
             }
             return Ok(());
         }
+        let bytes = policy::event_bytes(packet.data.as_ref(), &packet.attachments);
+        if bytes > policy.max_event_bytes {
+            gateway.metrics.inc(InboundEvent::TooLarge);
+            tracing::debug!(socket = %socket.id, bytes, "client event refused: larger than --max-event-bytes");
+            refuse(Refusal::TooLarge);
+            return Ok(());
+        }
+        if let Some(user) = &socket.user {
+            if !gateway.user_budgets.allow(policy, &policy::user_text(user), bytes) {
+                gateway.metrics.inc(InboundEvent::UserRateLimited);
+                tracing::debug!(socket = %socket.id, "client event refused: its user is past --max-events-per-second-per-user or --max-event-bytes-per-second-per-user");
+                refuse(Refusal::RateLimited);
+                return Ok(());
+            }
+        }
         let args = match &packet.data {
             Some(Value::Array(args)) => args.as_slice(),
             _ => &[],

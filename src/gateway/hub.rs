@@ -7,7 +7,7 @@
 //! [`super::Namespace`] to deliver broadcasts and apply remote requests.
 
 use super::namespace::{Namespace, Namespaces};
-use super::policy::{ClientPolicy, RoomPattern};
+use super::policy::{ClientPolicy, RoomPattern, UserBudgets};
 use super::sessions::{Revocation, Sessions};
 use super::socket::{Room, Socket};
 use crate::auth::{Identity, SessionAuth};
@@ -132,6 +132,8 @@ pub struct Gateway {
     engine: Arc<Engine>,
     pub(super) hooks: Arc<dyn SocketHooks>,
     pub(super) policy: ClientPolicy,
+    /// What each user may still send on this node, across its sockets.
+    pub(super) user_budgets: UserBudgets,
     /// Rooms the templates assign (any user's, any session's): never a client's to join or leave.
     reserved_rooms: Vec<RoomPattern>,
     /// Session lookups under way (handshakes waiting for the store), for admission.
@@ -158,6 +160,7 @@ impl Gateway {
         Arc::new(Gateway {
             namespaces,
             sessions,
+            user_budgets: UserBudgets::default(),
             reserved_rooms: config.rooms.reserved(),
             rooms: config.rooms,
             engine: Engine::new(config.transport, config.metrics.clone()),

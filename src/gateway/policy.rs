@@ -1,5 +1,6 @@
 //! What a client may do on its own: join and leave rooms (an allow-list of patterns), and how
-//! many events it may send (a token bucket per connection).
+//! many events and bytes it may send (a token bucket per connection, and one per user across
+//! all that user's sockets on the node).
 
 use serde_json::Value;
 use std::time::Instant;
@@ -22,6 +23,14 @@ pub struct ClientPolicy {
     pub events_per_second: f64,
     /// Events a connection may send at once.
     pub event_burst: f64,
+    /// Largest client event, in bytes (its JSON plus attachments).
+    pub max_event_bytes: usize,
+    /// Sustained events per second of one user across its sockets on this node (`None`: no
+    /// limit); bursts of twice as many.
+    pub events_per_second_per_user: Option<f64>,
+    /// Sustained event bytes per second of one user across its sockets on this node (`None`: no
+    /// limit); bursts of twice as many.
+    pub event_bytes_per_second_per_user: Option<f64>,
 }
 
 impl Default for ClientPolicy {
@@ -34,6 +43,9 @@ impl Default for ClientPolicy {
             max_room_name_bytes: 256,
             events_per_second: 50.0,
             event_burst: 100.0,
+            max_event_bytes: 64 << 10,
+            events_per_second_per_user: Some(200.0),
+            event_bytes_per_second_per_user: Some(f64::from(1u32 << 20)),
         }
     }
 }
@@ -148,6 +160,21 @@ impl TokenBucket {
         }
     }
 
+    /// The tokens there are now (refilled at `per_second` up to `burst`).
+    fn peek(&mut self, per_second: f64, burst: f64) -> f64 {
+        let now = now_ms();
+        let elapsed = f64::from(now.wrapping_sub(self.at_ms)) / 1000.0;
+        self.tokens = (f64::from(self.tokens) + elapsed * per_second).min(burst) as f32;
+        self.at_ms = now;
+        f64::from(self.tokens)
+    }
+
+    /// Takes `n` tokens (after [`TokenBucket::peek`] said there are).
+    fn take(&mut self, n: f64, per_second: f64, burst: f64) {
+        let left = self.peek(per_second, burst) - n;
+        self.tokens = left.max(0.0) as f32;
+    }
+
     /// Takes one token if there is one.
     pub fn allow(&mut self, per_second: f64, burst: f64) -> bool {
         let now = now_ms();
@@ -165,6 +192,82 @@ impl TokenBucket {
     }
 }
 
+/// What each user may still send on this node: its events and bytes across all its sockets.
+#[derive(Default)]
+pub struct UserBudgets {
+    by_user: dashmap::DashMap<Box<str>, (TokenBucket, TokenBucket)>,
+    /// Users added since the last prune of idle entries.
+    added: std::sync::atomic::AtomicUsize,
+}
+
+impl UserBudgets {
+    /// Takes one event of `bytes` from `user`'s budgets; false (taking nothing) when either is
+    /// spent.
+    pub fn allow(&self, policy: &ClientPolicy, user: &str, bytes: usize) -> bool {
+        let (events_rate, bytes_rate) = (
+            policy.events_per_second_per_user,
+            policy.event_bytes_per_second_per_user,
+        );
+        if events_rate.is_none() && bytes_rate.is_none() {
+            return true;
+        }
+        let mut entry = match self.by_user.get_mut(user) {
+            Some(entry) => entry,
+            None => {
+                if self.added.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1024 == 1023 {
+                    self.prune();
+                }
+                let burst = |rate: Option<f64>| rate.map_or(0.0, |r| 2.0 * r);
+                self.by_user.entry(user.into()).or_insert_with(|| {
+                    (
+                        TokenBucket::new(burst(events_rate)),
+                        TokenBucket::new(burst(bytes_rate)),
+                    )
+                })
+            }
+        };
+        let (events, byte_budget) = entry.value_mut();
+        let events_ok = events_rate.is_none_or(|r| events.peek(r, 2.0 * r) >= 1.0);
+        let bytes_ok = bytes_rate.is_none_or(|r| byte_budget.peek(r, 2.0 * r) >= bytes as f64);
+        if !(events_ok && bytes_ok) {
+            return false;
+        }
+        if let Some(r) = events_rate {
+            events.take(1.0, r, 2.0 * r);
+        }
+        if let Some(r) = bytes_rate {
+            byte_budget.take(bytes as f64, r, 2.0 * r);
+        }
+        true
+    }
+
+    /// Drops the budgets of users not heard from in a minute (they start full again).
+    fn prune(&self) {
+        let now = now_ms();
+        self.by_user
+            .retain(|_, (events, _)| now.wrapping_sub(events.at_ms) < 60_000);
+    }
+}
+
+/// The size of a client event as it counts against the budgets: its JSON plus attachments.
+pub fn event_bytes(data: Option<&Value>, attachments: &[bytes::Bytes]) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    if let Some(data) = data {
+        let _ = serde_json::to_writer(&mut count, data);
+    }
+    count.0 + attachments.iter().map(bytes::Bytes::len).sum::<usize>()
+}
+
 /// Why a client event was not taken, as its ack says: `{"ok":false,"error":"…"}`. One set for
 /// the gateway's own refusals and the event hooks' (the inbound stream writer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +280,8 @@ pub enum Refusal {
     TooManyRooms,
     /// Not a room name, or longer than `--max-room-name-bytes`.
     InvalidRoom,
+    /// Larger than `--max-event-bytes`.
+    TooLarge,
     /// Nothing handles the event.
     Unhandled,
     /// The inbound stream's Redis did not take it.
@@ -194,6 +299,7 @@ impl Refusal {
             Refusal::Forbidden => "forbidden",
             Refusal::TooManyRooms => "too_many_rooms",
             Refusal::InvalidRoom => "invalid_room",
+            Refusal::TooLarge => "too_large",
             Refusal::Unhandled => "unhandled",
             Refusal::StoreUnavailable => "store_unavailable",
             Refusal::QueueFull => "queue_full",

@@ -14,6 +14,7 @@ use crate::redis_connection::RedisConnection;
 use crate::tasks::{TaskKind, Tasks};
 use bytes::Bytes;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -31,10 +32,14 @@ pub struct InboundOptions {
     pub node: String,
     /// Events waiting to be written, at most.
     pub queue: usize,
+    /// Bytes of events waiting to be written, at most.
+    pub queue_bytes: usize,
 }
 
 struct Entry {
     fields: Vec<(&'static str, Vec<u8>)>,
+    /// What the entry counts against the queue's byte budget.
+    bytes: usize,
     /// Who to acknowledge, and under which id.
     ack: Option<(Arc<Socket>, u64)>,
 }
@@ -43,6 +48,8 @@ struct Entry {
 pub struct Forwarder {
     options: InboundOptions,
     queue: mpsc::Sender<Entry>,
+    /// Bytes of the entries queued and not yet written.
+    queued_bytes: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
 
@@ -55,13 +62,18 @@ impl Forwarder {
         tasks: &Tasks,
     ) -> Arc<Forwarder> {
         let (queue, entries) = mpsc::channel(options.queue.max(1));
-        tasks.spawn(
-            TaskKind::InboundWriter,
-            write(options.clone(), redis, entries, metrics.clone(), tasks.stopping()),
-        );
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let writer = Writer {
+            options: options.clone(),
+            redis,
+            metrics: metrics.clone(),
+            queued_bytes: queued_bytes.clone(),
+        };
+        tasks.spawn(TaskKind::InboundWriter, writer.run(entries, tasks.stopping()));
         Arc::new(Forwarder {
             options,
             queue,
+            queued_bytes,
             metrics,
         })
     }
@@ -102,11 +114,20 @@ impl SocketHooks for Forwarder {
             ("ts", ts.to_string().into_bytes()),
         ];
         fields.extend(attachment_fields(&packet.attachments));
-        match self.queue.try_send(Entry { fields, ack }) {
+        let bytes: usize = fields.iter().map(|(name, value)| name.len() + value.len()).sum();
+        let queued = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let over_budget = queued + bytes > self.options.queue_bytes;
+        let sent = if over_budget {
+            Err(mpsc::error::TrySendError::Full(Entry { fields, bytes, ack }))
+        } else {
+            self.queue.try_send(Entry { fields, bytes, ack })
+        };
+        match sent {
             Ok(()) => {}
             Err(refused) => {
+                self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 self.metrics.inc(InboundEvent::QueueFull);
-                tracing::debug!(socket = %socket.id, "client event refused: the inbound writer's queue is full (Redis slow or down)");
+                tracing::debug!(socket = %socket.id, "client event refused: the inbound writer's queue is full (Redis slow or down; --inbound-queue-bytes)");
                 let entry = match refused {
                     mpsc::error::TrySendError::Full(entry) | mpsc::error::TrySendError::Closed(entry) => entry,
                 };
@@ -134,58 +155,66 @@ fn attachment_fields(attachments: &[Bytes]) -> Vec<(&'static str, Vec<u8>)> {
 /// Most entries written in one pipeline.
 const BATCH: usize = 256;
 
-/// The writer: takes what is queued (up to a batch), writes it in one pipeline, acks each entry
-/// with its id or the error.
-/// On `stop`, the queue is closed and what it holds is still written (those events were
-/// accepted), then the task ends.
-async fn write(
+/// The writer task's state.
+struct Writer {
     options: InboundOptions,
-    mut redis: RedisConnection,
-    mut entries: mpsc::Receiver<Entry>,
+    redis: RedisConnection,
     metrics: Arc<Metrics>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let received = tokio::select! {
-            n = entries.recv_many(&mut batch, BATCH) => n,
-            () = stop.cancelled(), if !entries.is_closed() => {
-                entries.close();
-                continue;
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    /// Takes what is queued (up to a batch), writes it in one pipeline, acks each entry with
+    /// its id or the error. On `stop`, the queue is closed and what it holds is still written
+    /// (those events were accepted), then the task ends.
+    async fn run(mut self, mut entries: mpsc::Receiver<Entry>, stop: tokio_util::sync::CancellationToken) {
+        let options = &self.options;
+        let metrics = &self.metrics;
+        let redis = &mut self.redis;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let received = tokio::select! {
+                n = entries.recv_many(&mut batch, BATCH) => n,
+                () = stop.cancelled(), if !entries.is_closed() => {
+                    entries.close();
+                    continue;
+                }
+            };
+            if received == 0 {
+                return;
             }
-        };
-        if received == 0 {
-            return;
-        }
-        let mut pipe = redis::pipe();
-        for entry in &batch {
-            let cmd = pipe
-                .cmd("XADD")
-                .arg(&options.stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(options.max_len)
-                .arg("*");
-            for (name, value) in &entry.fields {
-                cmd.arg(*name).arg(value.as_slice());
-            }
-        }
-        let stored: redis::RedisResult<Vec<String>> = pipe.query_async(&mut redis).await;
-        match stored {
-            Ok(ids) => {
-                for (entry, id) in batch.drain(..).zip(ids) {
-                    metrics.inc(InboundEvent::Stored);
-                    if let Some((socket, ack)) = entry.ack {
-                        socket.ack(ack, vec![json!({ "ok": true, "id": id })], Vec::new());
-                    }
+            let mut pipe = redis::pipe();
+            for entry in &batch {
+                let cmd = pipe
+                    .cmd("XADD")
+                    .arg(&options.stream)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(options.max_len)
+                    .arg("*");
+                for (name, value) in &entry.fields {
+                    cmd.arg(*name).arg(value.as_slice());
                 }
             }
-            Err(err) => {
-                tracing::warn!(error = %err, entries = batch.len(), stream = %options.stream, "client events not stored: Redis refused or is unreachable; their acks say so");
-                for entry in batch.drain(..) {
-                    metrics.inc(InboundEvent::StoreUnavailable);
-                    if let Some((socket, ack)) = entry.ack {
-                        socket.refuse(ack, Refusal::StoreUnavailable);
+            let stored: redis::RedisResult<Vec<String>> = pipe.query_async(redis).await;
+            let written: usize = batch.iter().map(|entry| entry.bytes).sum();
+            self.queued_bytes.fetch_sub(written, Ordering::Relaxed);
+            match stored {
+                Ok(ids) => {
+                    for (entry, id) in batch.drain(..).zip(ids) {
+                        metrics.inc(InboundEvent::Stored);
+                        if let Some((socket, ack)) = entry.ack {
+                            socket.ack(ack, vec![json!({ "ok": true, "id": id })], Vec::new());
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, entries = batch.len(), stream = %options.stream, "client events not stored: Redis refused or is unreachable; their acks say so");
+                    for entry in batch.drain(..) {
+                        metrics.inc(InboundEvent::StoreUnavailable);
+                        if let Some((socket, ack)) = entry.ack {
+                            socket.refuse(ack, Refusal::StoreUnavailable);
+                        }
                     }
                 }
             }

@@ -82,6 +82,31 @@ impl Client {
         (client, answer)
     }
 
+    /// The next ack packet (`43<id>[…]`), as its id and first argument, skipping anything else.
+    pub async fn next_ack(&mut self) -> (u64, serde_json::Value) {
+        loop {
+            let text = self.text().await;
+            let Some(rest) = text.strip_prefix("43") else { continue };
+            let digits = rest.find('[').unwrap_or(rest.len());
+            if let Ok(n) = rest[..digits].parse::<u64>() {
+                return (
+                    n,
+                    serde_json::from_str::<serde_json::Value>(&rest[digits..]).unwrap()[0].clone(),
+                );
+            }
+        }
+    }
+
+    /// The first argument of the ack of packet `id`, skipping anything else meanwhile.
+    pub async fn ack_of(&mut self, id: u64) -> serde_json::Value {
+        loop {
+            let (n, ack) = self.next_ack().await;
+            if n == id {
+                return ack;
+            }
+        }
+    }
+
     pub async fn send(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.unwrap();
     }
