@@ -74,6 +74,7 @@ async fn main() -> std::io::Result<()> {
         },
         metrics: Default::default(),
         tasks: Default::default(),
+        admission: Default::default(),
     };
     // Both transports, as engine.io serves them by default.
     let server = wsgate::Server::start(args.listen, config, HttpOptions::default(), None).await?;

@@ -32,7 +32,9 @@ measure() {
   local port; port=$(free_port)
   valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.out" \
     "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$REDIS" --session-secret "$SECRET" \
-    --max-handshakes-per-second 0 --max-events-per-second-per-user 0 --max-event-bytes-per-second-per-user 0 \
+    --max-handshakes-per-second 0 --max-handshakes-per-second-per-ip 0 --max-pending-sessions 0 \
+    --max-pending-sessions-per-ip 0 --max-connections-per-user 0 \
+    --max-events-per-second-per-user 0 --max-event-bytes-per-second-per-user 0 \
     --drain-timeout 0 >"$WORK/$name.log" 2>&1 &
   SERVER=$!
   wait_port "$port"

@@ -68,9 +68,10 @@ start_nodes() {
   for _ in $(seq "$2"); do
     local port; port=$(free_port)
     if [[ $1 == wsgate ]]; then
-      # The handshake rate limit and the per-user budgets are off: these runs measure capacity,
-      # not the limits (every load socket is one user).
-      "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$SERVER_REDIS" --session-secret "$SECRET" --max-handshakes-per-second 0 --max-events-per-second-per-user 0 --max-event-bytes-per-second-per-user 0 "${STORE_ARGS[@]}" "${ADAPTER_ARGS[@]}" >>"$WORK/wsgate.log" 2>&1 &
+      # The handshake rate limits, the pending budgets and the per-user limits are off: these
+      # runs measure capacity, not the limits (load comes from one address, and the fan-out
+      # scenario puts 1,000 sockets in each user).
+      "$BIN/wsgate" --listen "127.0.0.1:$port" --redis-url "$SERVER_REDIS" --session-secret "$SECRET" --max-handshakes-per-second 0 --max-handshakes-per-second-per-ip 0 --max-pending-sessions 0 --max-pending-sessions-per-ip 0 --max-connections-per-user 0 --max-events-per-second-per-user 0 --max-event-bytes-per-second-per-user 0 "${STORE_ARGS[@]}" "${ADAPTER_ARGS[@]}" >>"$WORK/wsgate.log" 2>&1 &
     else
       node loadtest/node-reference/server.mjs --port "$port" --redis-url "$SERVER_REDIS" --secret "$SECRET" "${STORE_ARGS[@]}" "${ADAPTER_ARGS[@]}" >>"$WORK/node.log" 2>&1 &
     fi

@@ -81,7 +81,8 @@ families! {
     Handshake "wsgate_handshakes_total" "Handshakes by outcome (upgraded: a WebSocket session, polling: a polling session)" {
         Upgraded = "upgraded", Polling = "polling", BadRequest = "bad_request", OriginRejected = "origin_rejected",
         AuthRejected = "auth_rejected", OverCapacity = "over_capacity", LookupsPending = "lookups_pending",
-        RateLimited = "rate_limited",
+        RateLimited = "rate_limited", RateLimitedAddress = "rate_limited_address", PendingFull = "pending_full",
+        PendingFullAddress = "pending_full_address",
     }
     AcceptError "wsgate_accept_errors_total" "Failed accepts (out_of_descriptors: the open-file limit is reached)" {
         OutOfDescriptors = "out_of_descriptors", Other = "other",
@@ -101,7 +102,7 @@ families! {
     Auth "wsgate_auth_total" "Namespace connects by authentication outcome" {
         Ok = "ok", OutageGrace = "outage_grace", NoCookie = "no_cookie", UnsignedCookie = "unsigned_cookie",
         BadSignature = "bad_signature", NoSession = "no_session", BadSessionRecord = "bad_session_record",
-        NoUser = "no_user", StoreUnavailable = "store_unavailable",
+        NoUser = "no_user", StoreUnavailable = "store_unavailable", TooManyConnections = "too_many_connections",
     }
     Disconnect "wsgate_disconnects_total" "Closed engine connections by reason" {
         ClientClose = "client_close", TransportClose = "transport_close", TransportError = "transport_error",

@@ -392,16 +392,30 @@ async fn max_connections_caps_connections_at_accept_and_sessions_with_503() {
     eventually("one connection left", || server.gateway().connection_count() == 1).await;
     let (_c, _) = Client::connect_as(addr, &cookie).await;
 
-    // Sessions count too: polling sessions outlive their requests' connections, and a
-    // handshake beyond the cap gets engine.io's 503 so the client backs off.
-    let (_redis, server, _) = gateway_with_user(SID, "42", &["--max-connections", "2"]).await;
+    // Connected sessions count too: polling sessions outlive their requests' connections, and
+    // a handshake beyond the cap gets engine.io's 503 so the client backs off. (Sessions not
+    // yet connected have a budget of their own: tests/capacity.rs.)
+    let (_redis, server, cookie) = gateway_with_user(SID, "42", &["--max-connections", "2"]).await;
     let addr = server.local_addr();
     for _ in 0..2 {
-        assert_eq!(
-            http(addr, "GET", "/socket.io/?EIO=4&transport=polling", &[]).await.0,
-            200
-        );
+        let open = http_request(
+            addr,
+            "GET",
+            "/socket.io/?EIO=4&transport=polling",
+            &[("cookie", &cookie)],
+            b"",
+        )
+        .await;
+        assert_eq!(open.status, 200);
+        let sid = serde_json::from_str::<serde_json::Value>(open.text().strip_prefix('0').unwrap()).unwrap()["sid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        let connect = http_request(addr, "POST", &path, &[("cookie", &cookie)], b"40").await;
+        assert_eq!(connect.status, 200);
     }
+    eventually("two connected sessions", || server.gateway().pending().total() == 0).await;
     assert_eq!(
         http(addr, "GET", "/socket.io/?EIO=4&transport=polling", &[]).await,
         (503, r#"{"code":4,"message":"Server at capacity"}"#.to_string())

@@ -19,13 +19,6 @@ fn gauge(server: &wsgate::Server, name: &str) -> i64 {
         .unwrap_or(-1)
 }
 
-/// A TCP connection from `source` (any 127.0.0.0/8 address).
-async fn tcp_from(source: &str, addr: SocketAddr) -> tokio::net::TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(addr).await.unwrap()
-}
-
 /// Finding 1a: slowloris. Connections that trickle their headers used to stay open for ever.
 #[tokio::test]
 async fn slowloris_connections_are_capped_per_address_and_timed_out() {
@@ -34,7 +27,7 @@ async fn slowloris_connections_are_capped_per_address_and_timed_out() {
     let addr = server.local_addr();
     let mut attackers = Vec::new();
     for _ in 0..100 {
-        let mut tcp = tcp_from("127.0.0.9", addr).await;
+        let mut tcp = tcp_from("127.0.0.9".parse().unwrap(), addr).await;
         let _ = tcp.write_all(b"G").await;
         attackers.push(tcp);
     }
@@ -86,7 +79,7 @@ async fn a_full_public_port_leaves_the_admin_port_answering() {
     let admin = server.admin_addr().expect("admin listener");
     let mut idle = Vec::new();
     for i in 0..150 {
-        idle.push(tcp_from(&format!("127.0.{}.{}", 10 + i / 50, 1 + i % 50), addr).await);
+        idle.push(tcp_from(format!("127.0.{}.{}", 10 + i / 50, 1 + i % 50).parse().unwrap(), addr).await);
     }
     eventually("60 connections held", || gauge(&server, "wsgate_tcp_connections") == 60).await;
     assert!(!healthz(addr).await, "the public port is full");
@@ -122,7 +115,7 @@ async fn the_admin_port_answers_with_its_cap_full() {
     let admin = server.admin_addr().expect("admin listener");
     let mut idle = Vec::new();
     for i in 0..70 {
-        idle.push(tcp_from(&format!("127.0.{}.{}", 20 + i / 50, 1 + i % 50), admin).await);
+        idle.push(tcp_from(format!("127.0.{}.{}", 20 + i / 50, 1 + i % 50).parse().unwrap(), admin).await);
     }
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
     while !healthz(admin).await {

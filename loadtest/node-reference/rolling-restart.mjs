@@ -64,7 +64,9 @@ const children = [];
 function startNode(port) {
   const args =
     opts.system === "wsgate"
-      ? [opts["wsgate-bin"], ["--listen", `127.0.0.1:${port}`, "--redis-url", opts["redis-url"], "--session-secret", opts.secret, "--drain-timeout", "2000"]]
+      ? [opts["wsgate-bin"], ["--listen", `127.0.0.1:${port}`, "--redis-url", opts["redis-url"], "--session-secret", opts.secret, "--drain-timeout", "2000",
+          // Every client comes through nginx, from one address: lift the per-address limits.
+          "--max-handshakes-per-second-per-ip", "0", "--max-pending-sessions-per-ip", "0", "--max-connections-per-user", "0"]]
       : [process.execPath, [path.join(here, "server.mjs"), "--port", String(port), "--redis-url", opts["redis-url"], "--secret", opts.secret]];
   const child = spawn(args[0], args[1], { stdio: "ignore" });
   children.push(child);

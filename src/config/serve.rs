@@ -60,6 +60,33 @@ pub struct ListenerArgs {
     #[arg(long, env = "WSGATE_MAX_HANDSHAKES_PER_SECOND", default_value = "5000")]
     pub max_handshakes_per_second: OffIfZero<f64>,
 
+    /// New sessions per second from one client address at most (bursts of twice as many);
+    /// more get HTTP 503 and back off. The default lets an office of several hundred users
+    /// behind one address reconnect within seconds. 0: no limit.
+    #[arg(long, env = "WSGATE_MAX_HANDSHAKES_PER_SECOND_PER_IP", default_value = "100")]
+    pub max_handshakes_per_second_per_ip: OffIfZero<f64>,
+
+    /// Sessions that have not connected a namespace yet (anonymous or unproven), on this node;
+    /// past it new sessions get HTTP 503. They never take the capacity of connected sockets.
+    /// 0: no limit.
+    #[arg(long, env = "WSGATE_MAX_PENDING_SESSIONS", default_value = "4096")]
+    pub max_pending_sessions: OffIfZero<usize>,
+
+    /// Sessions that have not connected a namespace yet, from one client address. 0: no limit.
+    #[arg(long, env = "WSGATE_MAX_PENDING_SESSIONS_PER_IP", default_value = "256")]
+    pub max_pending_sessions_per_ip: OffIfZero<usize>,
+
+    /// Time a session has to connect a namespace before it is closed (or --connect-timeout, if
+    /// shorter): a session that sends no CONNECT does not hold its place for long.
+    #[arg(long, env = "WSGATE_PENDING_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub pending_timeout: Duration,
+
+    /// Connected sockets of one user on this node, at most (counted in the user's room, so it
+    /// needs a --user-room); the next one gets CONNECT_ERROR "Too many connections". 0: no
+    /// limit.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS_PER_USER", default_value = "100")]
+    pub max_connections_per_user: OffIfZero<usize>,
+
     /// Session lookups (reads of the session store by handshakes) under way at most; past it
     /// new sessions get HTTP 503, so a reconnect storm cannot pile onto the store. 0: no limit.
     #[arg(long, env = "WSGATE_MAX_PENDING_LOOKUPS", default_value = "2000")]

@@ -4,7 +4,7 @@
 use super::serve::{ServeArgs, SessionStoreKind};
 use crate::auth::{OriginPolicy, OutageGrace, SessionAuth, SessionSecrets, SessionStore, StoreError};
 use crate::cluster::{ClusterOptions, KeyspaceOptions};
-use crate::gateway::{ClientPolicy, GatewayConfig, NoHooks, RoomPattern, RoomTemplates, SocketHooks};
+use crate::gateway::{Admission, ClientPolicy, GatewayConfig, NoHooks, RoomPattern, RoomTemplates, SocketHooks};
 use crate::http::HttpOptions;
 use crate::inbound::{Forwarder, InboundOptions};
 use crate::metrics::Metrics;
@@ -298,6 +298,12 @@ impl ServeArgs {
             },
             metrics,
             tasks,
+            admission: Admission {
+                max_pending_sessions: self.listener.max_pending_sessions.get().unwrap_or(usize::MAX),
+                max_pending_sessions_per_ip: self.listener.max_pending_sessions_per_ip.get().unwrap_or(usize::MAX),
+                pending_timeout: self.listener.pending_timeout,
+                max_connections_per_user: self.listener.max_connections_per_user.get(),
+            },
         };
         let l = &self.listener;
         let http = HttpOptions {
@@ -308,6 +314,7 @@ impl ServeArgs {
             max_pending_per_ip: l.max_pending_per_ip.get().unwrap_or(usize::MAX),
             handshake_timeout: l.handshake_timeout,
             max_handshakes_per_second: l.max_handshakes_per_second.get(),
+            max_handshakes_per_second_per_ip: l.max_handshakes_per_second_per_ip.get(),
             max_pending_lookups: l.max_pending_lookups.get().unwrap_or(usize::MAX),
             admin_listen: self.operations.admin_listen,
             serve_client: l.serve_client,

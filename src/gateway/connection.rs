@@ -7,6 +7,7 @@
 //! WebSocket or HTTP long-polling carries it.
 
 use super::hub::Gateway;
+use super::pending::PendingSlot;
 use super::policy::{self, Refusal};
 use super::socket::{frames, Socket};
 use crate::auth::{AuthError, Identity};
@@ -29,7 +30,7 @@ impl Gateway {
         self: Arc<Self>,
         mut conn: EngineSession,
         handshake: Arc<Handshake>,
-        auth: Box<PendingAuth>,
+        mut opening: Box<Opening>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         // Not an `async fn`: that moves its arguments into locals and keeps their original
         // slots too, storing the 512-byte session twice in every connection's task. The
@@ -42,17 +43,22 @@ impl Gateway {
 
             // The session lookup runs while the open packet travels to the client.
             let opened = conn.flush().await;
+            // A pending session must connect within --pending-timeout (or --connect-timeout,
+            // if shorter), not hold its place for the whole connect timeout.
+            conn.shorten_connect_deadline(self.admission.pending_timeout);
             let identity = match opened {
-                Ok(()) => auth.resolve(&self).await,
+                Ok(()) => opening.auth.resolve(&self).await,
                 Err(_) => None,
             };
+            let held = opening.pending.take().map(|slot| Box::new(Held::Pending(slot)));
+            drop(opening);
             let mut connection = Connection {
                 gateway: &self,
                 identity,
                 handshake,
                 sockets: Vec::new(),
                 events: policy::TokenBucket::new(self.policy.event_burst),
-                own_rooms: None,
+                held,
             };
             let mut decoder = Decoder::default();
             // Attachments of a binary packet must all arrive by then (pingTimeout after its header).
@@ -146,9 +152,25 @@ pub enum PendingAuth {
     Cookies(Vec<String>),
 }
 
+/// What the HTTP layer hands a new session's task (boxed: its slot in every task is a pointer):
+/// the authentication to finish, and the session's place in the pending budget.
+pub struct Opening {
+    pub auth: PendingAuth,
+    pub pending: Option<PendingSlot>,
+}
+
+/// What a connection holds besides its sockets, boxed (most hold nothing once connected): its
+/// place in the pending budget until its first CONNECT succeeds, then the rooms its client
+/// joined on its own (the only ones it may leave). Never both: rooms are joined after a CONNECT.
+enum Held {
+    Pending(#[allow(dead_code)] PendingSlot),
+    OwnRooms(Vec<super::socket::Room>),
+}
+
 impl PendingAuth {
-    async fn resolve(self, gateway: &Gateway) -> HandshakeAuth {
-        match (self, gateway.auth()) {
+    /// The authentication's outcome (what was pending is taken out).
+    async fn resolve(&mut self, gateway: &Gateway) -> HandshakeAuth {
+        match (std::mem::replace(self, PendingAuth::Decided(None)), gateway.auth()) {
             (PendingAuth::Decided(decided), _) => decided,
             (PendingAuth::Cookies(_), None) => None,
             (PendingAuth::Cookies(cookies), Some(auth)) => {
@@ -170,11 +192,8 @@ struct Connection<'g> {
     sockets: Vec<(Arc<str>, Arc<Socket>)>,
     /// Events this connection may still send.
     events: policy::TokenBucket,
-    /// Rooms this connection's client joined on its own (the only ones it may leave), boxed and
-    /// allocated on its first join: it lives in every connection's task, where a `Vec` made
-    /// every idle connection 16 bytes larger for the rare client that joins rooms.
-    #[allow(clippy::box_collection)]
-    own_rooms: Option<Box<Vec<super::socket::Room>>>,
+    /// See [`Held`]; boxed: it lives in every connection's task.
+    held: Option<Box<Held>>,
 }
 
 impl Connection<'_> {
@@ -254,10 +273,24 @@ impl Connection<'_> {
             Some(_) => gateway.metrics.inc(Auth::Ok),
             None => {}
         }
+        // Authenticated sockets per user on this node, counted by the user's room.
+        if let (Some(max), Some(user_room)) = (gateway.admission.max_connections_per_user, rooms.first()) {
+            let open: usize = gateway.namespaces().map(|n| n.member_count(user_room)).sum();
+            if open >= max && !gateway.rooms.user.is_empty() {
+                gateway.metrics.inc(Auth::TooManyConnections);
+                tracing::debug!(nsp = %packet.nsp, "connection refused: --max-connections-per-user reached");
+                outbox.push(&frames(&Packet::connect_error(&packet.nsp, "Too many connections")));
+                return Err(CloseReason::ServerDisconnect);
+            }
+        }
         let session = match &self.identity {
             Some(Ok(identity)) => Some(identity.session_id.as_str().into()),
             _ => None,
         };
+        // Connected: the session's place in the pending budget is given back.
+        if matches!(self.held.as_deref(), Some(Held::Pending(_))) {
+            self.held = None;
+        }
         let socket = Socket::new(
             nsp.name.clone(),
             new_id().into(),
@@ -356,7 +389,10 @@ impl Connection<'_> {
             // backend's to take away.
             return Ok(RoomRequest::Joined);
         }
-        let own = self.own_rooms.get_or_insert_with(Default::default);
+        let held = self.held.get_or_insert_with(|| Box::new(Held::OwnRooms(Vec::new())));
+        let Held::OwnRooms(own) = &mut **held else {
+            return Err(RoomRefusal::NotOwnRoom);
+        };
         if own.len() >= policy.max_rooms_per_socket {
             return Err(RoomRefusal::TooManyRooms);
         }
@@ -371,7 +407,9 @@ impl Connection<'_> {
     /// A client's request to leave `room`: only a room it joined itself.
     fn leave(&mut self, socket: &Arc<Socket>, room: Option<&str>) -> Result<RoomRequest, RoomRefusal> {
         let room = self.requested_room(socket, room)?;
-        let own = self.own_rooms.as_mut().ok_or(RoomRefusal::NotOwnRoom)?;
+        let Some(Held::OwnRooms(own)) = self.held.as_deref_mut() else {
+            return Err(RoomRefusal::NotOwnRoom);
+        };
         let index = own.iter().position(|r| **r == *room).ok_or(RoomRefusal::NotOwnRoom)?;
         own.swap_remove(index);
         if let Some(nsp) = self.gateway.namespace(&socket.nsp) {

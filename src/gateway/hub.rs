@@ -7,6 +7,7 @@
 //! [`super::Namespace`] to deliver broadcasts and apply remote requests.
 
 use super::namespace::{Namespace, Namespaces};
+use super::pending::PendingSessions;
 use super::policy::{ClientPolicy, RoomPattern, UserBudgets};
 use super::sessions::{Revocation, Sessions};
 use super::socket::{Room, Socket};
@@ -103,6 +104,31 @@ fn fill(template: &str, user: &str, sid: &str) -> String {
     out
 }
 
+/// How sessions are admitted before they hold a connected socket, and how many a user may hold.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Sessions not yet connected, on the node (`usize::MAX`: no limit).
+    pub max_pending_sessions: usize,
+    /// Sessions not yet connected, from one client address (`usize::MAX`: no limit).
+    pub max_pending_sessions_per_ip: usize,
+    /// A session must connect a namespace within this (or `--connect-timeout`, if shorter).
+    pub pending_timeout: Duration,
+    /// Connected sockets of one user on the node (`None`: no limit); counted in the user's
+    /// room, so it needs a `--user-room` template.
+    pub max_connections_per_user: Option<usize>,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            max_pending_sessions: 4096,
+            max_pending_sessions_per_ip: 256,
+            pending_timeout: Duration::from_secs(10),
+            max_connections_per_user: Some(100),
+        }
+    }
+}
+
 /// Settings of a [`Gateway`].
 pub struct GatewayConfig {
     pub namespaces: Vec<String>,
@@ -121,6 +147,8 @@ pub struct GatewayConfig {
     pub metrics: Arc<Metrics>,
     /// Where the node's tasks are tracked (the hooks' tasks too, when they spawn any).
     pub tasks: Tasks,
+    /// The pending budget and the per-user cap.
+    pub admission: Admission,
 }
 
 pub struct Gateway {
@@ -143,6 +171,9 @@ pub struct Gateway {
     /// Whether readiness includes Redis (a node started with the cluster adapter).
     needs_redis: AtomicBool,
     tasks: Tasks,
+    pub(super) admission: Admission,
+    /// Sessions not yet connected (see [`Admission`]).
+    pending: Arc<PendingSessions>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -170,6 +201,11 @@ impl Gateway {
             ready: AtomicBool::new(true),
             needs_redis: AtomicBool::new(false),
             tasks: config.tasks,
+            pending: PendingSessions::new(
+                config.admission.max_pending_sessions,
+                config.admission.max_pending_sessions_per_ip,
+            ),
+            admission: config.admission,
             metrics: config.metrics,
         })
     }
@@ -181,6 +217,12 @@ impl Gateway {
     /// The sockets of each express-session, and their upkeep.
     pub fn sessions(&self) -> &Arc<Sessions> {
         &self.sessions
+    }
+
+    /// The budget of sessions not yet connected, which the HTTP layer takes a slot of for every
+    /// session it opens.
+    pub fn pending(&self) -> &Arc<PendingSessions> {
+        &self.pending
     }
 
     /// Where this node's tasks are tracked.

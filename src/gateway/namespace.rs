@@ -217,7 +217,7 @@ impl Namespace {
     }
 
     /// How many sockets are in `room` here.
-    fn member_count(&self, room: &str) -> usize {
+    pub fn member_count(&self, room: &str) -> usize {
         match self.rooms.get(room) {
             Some(members) => members.len(),
             None => usize::from(self.sockets.get(room).is_some_and(|s| s.in_room(room))),

@@ -7,7 +7,7 @@
 
 use super::options::HttpOptions;
 use crate::auth::OriginPolicy;
-use crate::gateway::{Gateway, PendingAuth};
+use crate::gateway::{Gateway, Opening, PendingAuth, PendingFull};
 use crate::metrics::{Auth, Handshake as HandshakeOutcome, Label, OncePerMinute, PollingRefused, Upgrade};
 use crate::protocol::engineio::{check_handshake, HandshakeError, TransportKind};
 use crate::protocol::handshake::{parse_query, Handshake};
@@ -37,6 +37,9 @@ pub(super) struct AppState {
     /// Keys the session-cookie tags that bind an engine session to its handshake's cookie
     /// (random per process).
     pub(super) binding_key: std::hash::RandomState,
+    /// Handshakes each address may still make now (`--max-handshakes-per-second-per-ip`).
+    pub(super) handshakes_per_ip:
+        parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
 }
 
 fn json_error(status: StatusCode, code: u8, message: &str) -> Response {
@@ -65,6 +68,9 @@ fn polling_response(content_type: &'static str, body: String) -> Response {
 struct Request {
     method: Method,
     peer: SocketAddr,
+    /// The client's address: the peer's, or with `--trust-proxy` the one the proxy appended to
+    /// `X-Forwarded-For`.
+    client: std::net::IpAddr,
     uri: Uri,
     headers: HeaderMap,
     /// `None`: no Origin header.
@@ -117,6 +123,29 @@ impl AppState {
         bucket.1 = now;
         if bucket.0 >= 1.0 {
             bucket.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes a handshake from `ip`'s budget (`--max-handshakes-per-second-per-ip`, bursts of
+    /// twice as many); false when it is spent.
+    fn take_handshake_from(&self, ip: std::net::IpAddr) -> bool {
+        let Some(rate) = self.options.max_handshakes_per_second_per_ip else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        let mut buckets = self.handshakes_per_ip.lock();
+        // Addresses not heard from in a while start full again: their entries go.
+        if buckets.len() >= 4096 {
+            buckets.retain(|_, (_, at)| now.duration_since(*at).as_secs_f64() * rate < 2.0 * rate);
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((2.0 * rate, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(2.0 * rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
             true
         } else {
             false
@@ -178,9 +207,23 @@ pub(super) async fn socket_endpoint(
     } else {
         "http"
     };
+    // The client's address: the peer, or behind a trusted proxy the address it appended to
+    // X-Forwarded-For (the last one: earlier ones are the client's to write).
+    let client = match state.options.trust_proxy {
+        true => headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+            .next_back()
+            .unwrap_or(peer.ip()),
+        false => peer.ip(),
+    };
     let req = Request {
         method,
         peer,
+        client,
         uri,
         headers,
         origin,
@@ -276,7 +319,9 @@ async fn new_session(
     if state
         .options
         .max_connections
-        .is_some_and(|max| gateway.connection_count() >= max)
+        // Sessions not yet connected have a budget of their own (below): they never take
+        // the places of connected ones.
+        .is_some_and(|max| gateway.connection_count().saturating_sub(gateway.pending().total()) >= max)
     {
         gateway.metrics.inc(HandshakeOutcome::OverCapacity);
         tracing::warn!(peer = %peer, "handshake refused: --max-connections reached");
@@ -291,6 +336,8 @@ async fn new_session(
     // handshakes and session lookups onto this node and Redis.
     let busy = if gateway.lookups_in_flight() >= state.options.max_pending_lookups {
         Some(HandshakeOutcome::LookupsPending)
+    } else if !state.take_handshake_from(req.client) {
+        Some(HandshakeOutcome::RateLimitedAddress)
     } else if !state.take_handshake() {
         Some(HandshakeOutcome::RateLimited)
     } else {
@@ -319,7 +366,7 @@ async fn new_session(
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
         .collect();
-    let pending = match (gateway.auth(), state.options.reject_at_upgrade) {
+    let pending_auth = match (gateway.auth(), state.options.reject_at_upgrade) {
         (Some(auth), true) => match auth.authenticate(cookies.iter().map(String::as_str)).await {
             Ok(identity) => PendingAuth::Decided(Some(Ok(identity))),
             Err(err) => {
@@ -335,6 +382,28 @@ async fn new_session(
         _ => PendingAuth::Cookies(cookies),
     };
 
+    // Its place among the sessions not yet connected, node-wide and for its address: anonymous
+    // and unproven sessions never take the capacity of connected ones.
+    let pending = match gateway.pending().try_enter(req.client) {
+        Ok(slot) => slot,
+        Err(full) => {
+            let (outcome, limit) = match full {
+                PendingFull::Node => (HandshakeOutcome::PendingFull, "--max-pending-sessions"),
+                PendingFull::Address => (HandshakeOutcome::PendingFullAddress, "--max-pending-sessions-per-ip"),
+            };
+            gateway.metrics.inc(outcome);
+            tracing::debug!(client = %req.client, limit, "handshake refused: too many sessions not yet connected");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                HandshakeError::Forbidden.code(),
+                "Server busy",
+            );
+        }
+    };
+    let opening = Opening {
+        auth: pending_auth,
+        pending: Some(pending),
+    };
     let handshake = handshake_info(&req.headers, peer, &req.uri);
     let sid: Arc<str> = new_id().into();
     let sticky = state.options.sticky_cookie.as_ref().and_then(|name| {
@@ -352,12 +421,12 @@ async fn new_session(
             let held = req.slot.clone();
             // Boxed: axum's upgrade task keeps the callback's captures for the connection's
             // whole life, so 8 bytes stay behind instead of 224.
-            let start = Box::new((engine, sid, binding, held, handshake, pending));
+            let start = Box::new((engine, sid, binding, held, handshake, opening));
             let transport = gateway.transport().clone();
             configure(upgrade, &transport).on_upgrade(move |ws| {
-                let (engine, sid, binding, held, handshake, pending) = *start;
+                let (engine, sid, binding, held, handshake, opening) = *start;
                 let session = engine.open_websocket(ws, sid, binding, held);
-                gateway.serve(session, Arc::new(handshake), Box::new(pending))
+                gateway.serve(session, Arc::new(handshake), Box::new(opening))
             })
         }
         (TransportKind::WebSocket, Err(_)) => handshake_error(HandshakeError::BadRequest),
@@ -365,7 +434,7 @@ async fn new_session(
             gateway.metrics.inc(HandshakeOutcome::Polling);
             let upgrades = state.options.transports.contains(&TransportKind::WebSocket);
             let (session, open) = engine.open_polling(sid, binding, upgrades);
-            tokio::spawn(gateway.serve(session, Arc::new(handshake), Box::new(pending)));
+            tokio::spawn(gateway.serve(session, Arc::new(handshake), Box::new(opening)));
             polling_response("text/plain; charset=UTF-8", open)
         }
     };

@@ -31,6 +31,7 @@ pub fn routers(gateway: Arc<Gateway>, options: HttpOptions) -> (Router, Router) 
         handshakes: parking_lot::Mutex::new((burst, std::time::Instant::now())),
         refusal_log: OncePerMinute::default(),
         binding_key: std::hash::RandomState::new(),
+        handshakes_per_ip: Default::default(),
     });
     let admin = Router::new()
         .route("/healthz", get(|| async { "ok" }))

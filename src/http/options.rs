@@ -19,6 +19,9 @@ pub struct HttpOptions {
     pub max_pending_per_ip: usize,
     /// New sessions per second, at most (`None`: no limit); more get 503 and back off.
     pub max_handshakes_per_second: Option<f64>,
+    /// New sessions per second from one client address, at most, in bursts of twice as many
+    /// (`None`: no limit).
+    pub max_handshakes_per_second_per_ip: Option<f64>,
     /// Session lookups under way, at most: past it new sessions get 503, so a reconnect storm
     /// cannot pile onto Redis.
     pub max_pending_lookups: usize,
@@ -53,6 +56,7 @@ impl Default for HttpOptions {
             trust_proxy: false,
             max_pending_per_ip: 64,
             max_handshakes_per_second: None,
+            max_handshakes_per_second_per_ip: None,
             max_pending_lookups: usize::MAX,
             handshake_timeout: std::time::Duration::from_secs(10),
             admin_listen: None,

@@ -113,6 +113,15 @@ impl EngineSession {
         &self.outbox
     }
 
+    /// The session must connect a namespace within `within` from now, if that is sooner than
+    /// its connect timeout.
+    pub fn shorten_connect_deadline(&mut self, within: std::time::Duration) {
+        let sooner = Instant::now() + within;
+        if let Some(at) = &mut self.connect_deadline {
+            *at = (*at).min(sooner);
+        }
+    }
+
     /// A namespace is connected: the connect timeout no longer applies.
     pub fn namespace_connected(&mut self) {
         self.connect_deadline = None;

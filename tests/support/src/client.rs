@@ -29,6 +29,39 @@ impl Client {
         Self::open_path(addr, "/socket.io/?EIO=4&transport=websocket", headers).await
     }
 
+    /// [`Client::open`] from client address `source`.
+    pub async fn open_from(
+        source: std::net::IpAddr,
+        addr: SocketAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<(Client, String), (u16, String)> {
+        let tcp = tcp_from(source, addr).await;
+        let mut request = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket")
+            .into_client_request()
+            .unwrap();
+        for (k, v) in headers {
+            request.headers_mut().append(
+                tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        match tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await {
+            Ok((ws, _)) => {
+                let mut client = Client { ws, auto_pong: true };
+                let open = client.text().await;
+                Ok((client, open))
+            }
+            Err(tungstenite::Error::Http(resp)) => Err((
+                resp.status().as_u16(),
+                resp.body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+            )),
+            Err(e) => panic!("connect failed: {e}"),
+        }
+    }
+
     pub async fn open_path(
         addr: SocketAddr,
         path: &str,
@@ -212,7 +245,26 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    http_request_from("127.0.0.1".parse().unwrap(), addr, method, path, headers, body).await
+}
+
+/// A TCP connection to `addr` from `source` (any 127.0.0.0/8 address: a client elsewhere).
+pub async fn tcp_from(source: std::net::IpAddr, addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// [`http_request`] from client address `source`.
+pub async fn http_request_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut stream = tcp_from(source, addr).await;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n",
         body.len()

@@ -10,7 +10,7 @@ pub mod redis_server;
 pub mod stores;
 pub mod wait;
 
-pub use client::{http, http_request, Client, HttpResponse, Received};
+pub use client::{http, http_request, http_request_from, tcp_from, Client, HttpResponse, Received};
 pub use node::{
     connect_user, cookie_for, gateway, gateway_with_user, healthz, wsgate_bin, wsgate_cli, GatewayProcess, OLD_SECRET,
     SECRET,
