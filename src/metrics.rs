@@ -137,7 +137,7 @@ families! {
         Lost = "lost", Recovered = "recovered",
     }
     Revoked "wsgate_revocations_total" "Sessions whose sockets were closed on a store event (deleted, expired, evicted, renamed) or a rewrite (no_user, user_changed)" {
-        Deleted = "deleted", Expired = "expired", Evicted = "evicted", Renamed = "renamed",
+        Deleted = "deleted", Expired = "expired", Evicted = "evicted", Renamed = "renamed", Moved = "moved",
         SessionGone = "session_gone", NoUser = "no_user", UserChanged = "user_changed",
     }
     InboundEvent "wsgate_inbound_events_total" "Client events by outcome: stored (in the inbound stream), store_unavailable, queue_full, not_forwarded, rate_limited, user_rate_limited, too_large, abuse_disconnect" {

@@ -291,12 +291,10 @@ async fn admission_holds_under_a_storm() {
     redis.pause();
     let mut waiting = Vec::new();
     for _ in 0..2 {
-        waiting.push(
-            Client::open(capped.local_addr(), &[("cookie", &cookie)])
-                .await
-                .unwrap()
-                .0,
-        );
+        let (mut client, _) = Client::open(capped.local_addr(), &[("cookie", &cookie)]).await.unwrap();
+        // The session is looked up at its CONNECT.
+        client.send("40").await;
+        waiting.push(client);
     }
     eventually("two lookups wait for Redis", || {
         capped.gateway().lookups_in_flight() == 2

@@ -434,3 +434,29 @@ async fn postgres_notify_listener_stays_up_across_keepalives() {
         "logout within a second"
     );
 }
+
+/// Round 2 finding: a TRUNCATE of the session table notified nothing (row triggers do not fire
+/// on it), so sockets stayed until the next revalidation. The trigger SQL notifies it too, and
+/// every session is read again.
+#[tokio::test]
+async fn postgres_truncate_closes_every_socket_within_a_second() {
+    let (redis, postgres) = (Redis::start().await, Postgres::start().await);
+    postgres
+        .execute(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/postgres/session-notify.sql"
+            ))
+            .unwrap(),
+        )
+        .await;
+    postgres.put(ALICE, &record(Some("42")), 3600.0).await;
+    postgres.put(BOB, &record(Some("7")), 3600.0).await;
+    let server = postgres_gateway(&redis, &postgres, &["--pg-notify", "--revalidate-interval", "0"]).await;
+    let (mut alice, _) = Client::connect_answer(server.local_addr(), &cookie_for(ALICE, SECRET)).await;
+    let (mut bob, _) = Client::connect_answer(server.local_addr(), &cookie_for(BOB, SECRET)).await;
+    wait_for_listener(&postgres).await;
+    postgres.execute(r#"TRUNCATE "session""#).await;
+    assert!(closed_within(&mut alice, Duration::from_secs(1)).await);
+    assert!(closed_within(&mut bob, Duration::from_secs(1)).await);
+}

@@ -61,7 +61,8 @@ impl OutageGrace {
         verified.insert(session_id.to_owned(), (user.clone(), now));
     }
 
-    fn forget(&self, session_id: &str) {
+    /// Forgets `session_id` (it was revoked: it must not come back during an outage).
+    pub fn forget(&self, session_id: &str) {
         self.verified.lock().remove(session_id);
     }
 

@@ -71,8 +71,11 @@ impl Keyspace {
             b"expired" => Revocation::Expired,
             b"evicted" => Revocation::Evicted,
             b"rename_from" => Revocation::Renamed,
-            // Rewritten (passport's login into an existing session, a changed user): read it.
-            b"set" | b"rename_to" => {
+            // MOVE to another database: gone from this one.
+            b"move_from" => Revocation::Moved,
+            // Rewritten (passport's login into an existing session, a changed user, a COPY or
+            // RESTORE with REPLACE, a MOVE into this database): read it.
+            b"set" | b"rename_to" | b"copy_to" | b"restore" | b"move_to" => {
                 if !gateway.sessions().sockets_of(session).is_empty() {
                     let (gateway, session) = (gateway.clone(), session.to_owned());
                     tokio::spawn(async move { gateway.sessions().recheck(&session).await });
@@ -84,6 +87,36 @@ impl Keyspace {
         };
         gateway.revoke_session(session, revoked);
         true
+    }
+
+    /// FLUSHDB, FLUSHALL and SWAPDB send no keyspace events: a key of wsgate's own (no session
+    /// data, no TTL) is checked every second, and when it has vanished every session is
+    /// checked at once (then the key is set again). Runs until `stop`.
+    pub async fn watch_flushes(
+        gateway: Arc<Gateway>,
+        mut conn: RedisConnection,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        const SENTINEL: &str = "wsgate:flush-sentinel";
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut seen = false;
+        while stop.run_until_cancelled(tick.tick()).await.is_some() {
+            let exists: redis::RedisResult<bool> = redis::cmd("EXISTS").arg(SENTINEL).query_async(&mut conn).await;
+            match exists {
+                Ok(true) => seen = true,
+                Ok(false) => {
+                    if seen {
+                        tracing::warn!("the session database was flushed or swapped (FLUSHDB, FLUSHALL, SWAPDB, or an empty restart): checking every session now");
+                        gateway.revalidate_sessions_soon();
+                    }
+                    let set: redis::RedisResult<()> =
+                        redis::cmd("SET").arg(SENTINEL).arg("1").query_async(&mut conn).await;
+                    seen = set.is_ok();
+                }
+                // Redis away: the subscriber's reconnect revalidates when it is back.
+                Err(_) => seen = false,
+            }
+        }
     }
 
     /// Makes sure Redis sends the keyspace events revocation needs, merging the flags in with

@@ -182,6 +182,16 @@ impl Cluster {
                 delivery.on_message(&channel, &payload).await;
             }
         });
+        if cluster.keyspace.is_some() {
+            tasks.spawn(
+                TaskKind::Cluster,
+                keyspace::Keyspace::watch_flushes(
+                    cluster.core.gateway.clone(),
+                    cluster.publisher.connection(),
+                    stop.clone(),
+                ),
+            );
+        }
         let subscriber = cluster.clone();
         let metrics = cluster.core.gateway.metrics.clone();
         tasks.spawn(TaskKind::Cluster, async move {

@@ -41,20 +41,20 @@ impl Gateway {
             let engine_sid = conn.sid().clone();
             self.metrics.connections.fetch_add(1, Ordering::Relaxed);
 
-            // The session lookup runs while the open packet travels to the client.
             let opened = conn.flush().await;
             // A pending session must connect within --pending-timeout (or --connect-timeout,
             // if shorter), not hold its place for the whole connect timeout.
             conn.shorten_connect_deadline(self.admission.pending_timeout);
-            let identity = match opened {
-                Ok(()) => opening.auth.resolve(&self).await,
-                Err(_) => None,
-            };
-            let held = opening.pending.take().map(|slot| Box::new(Held::Pending(slot)));
+            // The session is looked up when the client CONNECTs, not now: a logout between the
+            // handshake and the CONNECT must refuse it.
+            let held = Some(Box::new(Held::Pending {
+                auth: Some(std::mem::replace(&mut opening.auth, PendingAuth::Decided(None))),
+                slot: opening.pending.take(),
+            }));
             drop(opening);
             let mut connection = Connection {
                 gateway: &self,
-                identity,
+                identity: None,
                 handshake,
                 sockets: Vec::new(),
                 events: policy::TokenBucket::new(self.policy.event_burst),
@@ -114,6 +114,11 @@ impl Gateway {
                         break CloseReason::ParseError;
                     }
                 };
+                if packet.kind == PacketKind::Connect {
+                    // Boxed: it runs once per connection, and inline its state would make every
+                    // connection's task larger for its whole life.
+                    Box::pin(connection.look_up_identity()).await;
+                }
                 if let Err(reason) = connection.on_packet(&mut conn, packet) {
                     break reason;
                 }
@@ -163,7 +168,13 @@ pub struct Opening {
 /// place in the pending budget until its first CONNECT succeeds, then the rooms its client
 /// joined on its own (the only ones it may leave). Never both: rooms are joined after a CONNECT.
 enum Held {
-    Pending(#[allow(dead_code)] PendingSlot),
+    Pending {
+        /// Looked up at the first CONNECT (`None` once it was).
+        auth: Option<PendingAuth>,
+        /// Held for its drop, which gives the place back.
+        #[allow(dead_code)]
+        slot: Option<PendingSlot>,
+    },
     OwnRooms(Vec<super::socket::Room>),
 }
 
@@ -197,6 +208,24 @@ struct Connection<'g> {
 }
 
 impl Connection<'_> {
+    /// Looks the session up for the connection's first CONNECT (later ones reuse it). A session
+    /// the store revoked after the lookup began is refused too (the revocation could not reach
+    /// a socket not yet connected).
+    async fn look_up_identity(&mut self) {
+        let Some(Held::Pending { auth, .. }) = self.held.as_deref_mut() else {
+            return;
+        };
+        let Some(mut auth) = auth.take() else { return };
+        let started = std::time::Instant::now();
+        let mut identity = auth.resolve(self.gateway).await;
+        if let Some(Ok(found)) = &identity {
+            if self.gateway.sessions.revoked_since(&found.session_id, started) {
+                identity = Some(Err(AuthError::Session(crate::auth::LookupError::NoSession)));
+            }
+        }
+        self.identity = identity;
+    }
+
     fn on_packet(&mut self, conn: &mut EngineSession, packet: Packet) -> Result<(), CloseReason> {
         let joined = self.sockets.iter().position(|(nsp, _)| **nsp == *packet.nsp);
         match (packet.kind, joined) {
@@ -288,7 +317,7 @@ impl Connection<'_> {
             _ => None,
         };
         // Connected: the session's place in the pending budget is given back.
-        if matches!(self.held.as_deref(), Some(Held::Pending(_))) {
+        if matches!(self.held.as_deref(), Some(Held::Pending { .. })) {
             self.held = None;
         }
         let socket = Socket::new(

@@ -23,6 +23,8 @@ pub enum Revocation {
     Expired,
     Evicted,
     Renamed,
+    /// MOVEd to another database.
+    Moved,
 }
 
 impl From<Revocation> for Revoked {
@@ -32,6 +34,7 @@ impl From<Revocation> for Revoked {
             Revocation::Expired => Revoked::Expired,
             Revocation::Evicted => Revoked::Evicted,
             Revocation::Renamed => Revoked::Renamed,
+            Revocation::Moved => Revoked::Moved,
         }
     }
 }
@@ -80,9 +83,15 @@ pub struct Sessions {
     touch_interval: Option<Duration>,
     /// When each session was last touched, and the TTL a touch gives it.
     touched: DashMap<Arc<str>, (Instant, u64)>,
+    /// Sessions revoked lately, and when: a CONNECT whose lookup began before a revocation is
+    /// refused (its socket was not indexed yet for the revocation to reach). Bounded by age.
+    revoked: parking_lot::Mutex<std::collections::VecDeque<(Instant, Arc<str>)>>,
     metrics: Arc<Metrics>,
     tasks: Tasks,
 }
+
+/// How long a revocation is remembered for CONNECTs whose lookup was under way.
+const REVOKED_MEMORY: Duration = Duration::from_secs(10);
 
 impl Sessions {
     pub(super) fn new(
@@ -98,6 +107,7 @@ impl Sessions {
             index: DashMap::new(),
             touch_interval,
             touched: DashMap::new(),
+            revoked: Default::default(),
             metrics,
             tasks,
         })
@@ -215,9 +225,41 @@ impl Sessions {
         });
     }
 
+    /// Whether `session` was revoked at or after `since`.
+    pub fn revoked_since(&self, session: &str, since: Instant) -> bool {
+        self.revoked
+            .lock()
+            .iter()
+            .rev()
+            .take_while(|(at, _)| *at >= since)
+            .any(|(_, revoked)| &**revoked == session)
+    }
+
+    /// Remembers that `session` ended, for CONNECTs whose lookup is under way, and forgets it
+    /// in the outage-grace memory: it must not come back during a later store outage.
+    fn remember_revoked(&self, session: &str) {
+        if let Some(grace) = self.auth.as_ref().and_then(|a| a.grace.as_ref()) {
+            grace.forget(session);
+        }
+        let now = Instant::now();
+        let mut revoked = self.revoked.lock();
+        while revoked
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > REVOKED_MEMORY)
+        {
+            revoked.pop_front();
+        }
+        // Bounded by count too: a flood of revocations keeps the latest.
+        if revoked.len() >= 100_000 {
+            revoked.pop_front();
+        }
+        revoked.push_back((now, session.into()));
+    }
+
     /// Disconnects every socket of `session` on this node, because the store says it ended.
     /// Returns how many.
     pub fn revoke(&self, session: &str, why: Revocation) -> usize {
+        self.remember_revoked(session);
         let sockets = self.sockets_of(session);
         if !sockets.is_empty() {
             self.metrics.inc(Revoked::from(why));
@@ -258,6 +300,9 @@ impl Sessions {
             Ok(user) if sockets.iter().any(|s| s.user.as_ref() != Some(user)) => Verdict::UserChanged,
             Ok(_) => return None,
         };
+        if let Some(session) = sockets.first().and_then(|s| s.session.as_deref()) {
+            self.remember_revoked(session);
+        }
         tracing::debug!(
             reason = verdict.as_str(),
             sockets = sockets.len(),

@@ -182,7 +182,12 @@ impl PostgresStore {
             loop {
                 match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                     Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                        if events.send(StoreEvent::Changed(n.payload().to_owned())).await.is_err() {
+                        // An empty payload: the table was truncated, every session may be gone.
+                        let event = match n.payload() {
+                            "" => StoreEvent::Resync,
+                            sid => StoreEvent::Changed(sid.to_owned()),
+                        };
+                        if events.send(event).await.is_err() {
                             return "stopped".to_owned();
                         }
                     }
