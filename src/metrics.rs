@@ -131,7 +131,7 @@ families! {
     AdapterDrop "wsgate_adapter_dropped_total" "Cluster adapter messages dropped, by reason" {
         NotMsgpack = "not_msgpack", NotJson = "not_json", BadShape = "bad_shape", UnknownType = "unknown_type",
         TooLarge = "too_large", TooManyElements = "too_many_elements", ResponseQueueFull = "response_queue_full",
-        ReadsBusy = "reads_busy", PublishFailed = "publish_failed",
+        ReadsBusy = "reads_busy", PublishFailed = "publish_failed", TooManyOperations = "too_many_operations",
     }
     PubSubEvent "wsgate_redis_pubsub_total" "Cluster adapter pub/sub connection events (lost, recovered)" {
         Lost = "lost", Recovered = "recovered",

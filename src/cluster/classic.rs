@@ -58,7 +58,7 @@ pub(super) async fn on_message(core: &Core, channels: &Channels, local: &Local, 
         return true;
     }
     if channel == channels.request {
-        on_request(core, channels, local, payload);
+        on_request(core, channels, local, payload).await;
         return true;
     }
     // Responses: this node sends no requests of its own, so none are awaited.
@@ -81,7 +81,7 @@ async fn on_broadcast(core: &Core, channels: &Channels, local: &Local, room: &st
     core.deliver(&local.nsp, &message).await;
 }
 
-fn on_request(core: &Core, channels: &Channels, local: &Local, payload: &[u8]) {
+async fn on_request(core: &Core, channels: &Channels, local: &Local, payload: &[u8]) {
     let request = match Request::decode(payload) {
         Ok(request) => request,
         Err(err) => return core.dropped(&channels.request, &err),
@@ -98,7 +98,7 @@ fn on_request(core: &Core, channels: &Channels, local: &Local, payload: &[u8]) {
     };
     if let Some(operation) = operation {
         match &request.selector {
-            Some(selector) => core.apply(nsp, selector, operation),
+            Some(selector) => core.apply(nsp, selector, operation).await,
             // The legacy per-socket form: `{sid, room, requestId}`, answered by the node
             // holding sid.
             None => {

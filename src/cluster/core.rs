@@ -23,7 +23,16 @@ use super::driver::Publisher;
 /// How long a BROADCAST-with-ack waits for client acks when the requester set no timeout.
 const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Responses waiting to be published; past this, responses are dropped and counted.
-pub(super) const RESPONSE_QUEUE: usize = 10_000;
+const RESPONSE_QUEUE: usize = 10_000;
+/// Room joins or leaves one request may ask for (rooms × selected sockets); past it the request
+/// is refused and counted: a 190,000-room join once stalled a node for seconds.
+const MAX_OPERATIONS_PER_REQUEST: usize = 4_000_000;
+/// Operations applied between two yields, so the node's other tasks (health checks, sessions)
+/// run while a large request is applied.
+const OPERATIONS_PER_SLICE: usize = 4096;
+/// Bytes of responses waiting to be published; past it, responses are dropped and counted
+/// (100 fetchSockets answers once took a node to 3.2 GB).
+const RESPONSE_QUEUE_BYTES: usize = 64 << 20;
 /// Read-only requests (SOCKETS, ALL_ROOMS, REMOTE_FETCH) built at once off the subscriber task;
 /// more waiting than this are dropped and counted (the requester times out, as with a lost node).
 const READS_IN_FLIGHT: usize = 64;
@@ -57,7 +66,7 @@ pub(super) type Response = (String, Vec<u8>);
 pub(super) struct Core {
     pub gateway: Arc<Gateway>,
     /// Responses are published in order by one task, so CLIENT_COUNT precedes its acks.
-    responses: mpsc::Sender<Response>,
+    responses: Responses,
     max_ack_timeout: Duration,
     /// Read-only requests being answered (bounded by [`READS_IN_FLIGHT`]).
     reads: Arc<AtomicUsize>,
@@ -66,7 +75,7 @@ pub(super) struct Core {
 }
 
 impl Core {
-    pub fn new(gateway: Arc<Gateway>, responses: mpsc::Sender<Response>, max_ack_timeout: Duration) -> Self {
+    pub fn new(gateway: Arc<Gateway>, responses: Responses, max_ack_timeout: Duration) -> Self {
         Core {
             gateway,
             responses,
@@ -110,10 +119,50 @@ impl Core {
         self.delivered(nsp.broadcast(&selector.rooms, &selector.except, &packet))
     }
 
-    /// Applies a peer's request to the selected sockets.
-    pub fn apply(&self, nsp: &Namespace, selector: &Selector, operation: Operation<'_>) {
-        for socket in nsp.select(&selector.rooms, &selector.except) {
-            self.apply_to(nsp, &socket, &operation);
+    /// Applies a peer's request to the selected sockets, in slices that yield, so a request
+    /// about many rooms or sockets never holds up the node's other work; one past
+    /// [`MAX_OPERATIONS_PER_REQUEST`] is refused and counted.
+    pub async fn apply(&self, nsp: &Namespace, selector: &Selector, operation: Operation<'_>) {
+        let sockets = nsp.select(&selector.rooms, &selector.except);
+        let per_socket = match &operation {
+            Operation::Join(rooms) | Operation::Leave(rooms) => rooms.len().max(1),
+            Operation::Disconnect { .. } => 1,
+        };
+        if sockets.len().saturating_mul(per_socket) > MAX_OPERATIONS_PER_REQUEST {
+            self.gateway.metrics.inc(AdapterDrop::TooManyOperations);
+            tracing::warn!(
+                sockets = sockets.len(),
+                rooms = per_socket,
+                "refused a peer's request: more room operations than one request may ask for"
+            );
+            return;
+        }
+        let mut done = 0;
+        for socket in &sockets {
+            match &operation {
+                Operation::Join(rooms) | Operation::Leave(rooms) => {
+                    for chunk in rooms.chunks(OPERATIONS_PER_SLICE) {
+                        let slice = match &operation {
+                            Operation::Join(_) => Operation::Join(chunk),
+                            _ => Operation::Leave(chunk),
+                        };
+                        self.apply_to(nsp, socket, &slice);
+                        done += chunk.len();
+                        if done >= OPERATIONS_PER_SLICE {
+                            done = 0;
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+                disconnect => {
+                    self.apply_to(nsp, socket, disconnect);
+                    done += 1;
+                    if done >= OPERATIONS_PER_SLICE {
+                        done = 0;
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
         }
     }
 
@@ -199,9 +248,44 @@ fn client_packet(nsp: &str, data: &[rmpv::Value]) -> Packet {
     Packet::event(nsp, args, attachments)
 }
 
-/// Queues a response for publishing; a full queue drops it (counted) rather than grow.
-fn respond(queue: &mpsc::Sender<Response>, gateway: &Gateway, channel: String, bytes: Vec<u8>) {
-    if queue.try_send((channel, bytes)).is_err() {
+/// The queue of responses waiting to be published, bounded in count and in bytes.
+#[derive(Clone)]
+pub(super) struct Responses {
+    queue: mpsc::Sender<Response>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Responses {
+    pub fn new() -> (Responses, ResponseQueue) {
+        let (queue, receiver) = mpsc::channel(RESPONSE_QUEUE);
+        let bytes = Arc::new(AtomicUsize::new(0));
+        (
+            Responses {
+                queue,
+                bytes: bytes.clone(),
+            },
+            ResponseQueue { receiver, bytes },
+        )
+    }
+}
+
+/// The publishing end of [`Responses`].
+pub(super) struct ResponseQueue {
+    receiver: mpsc::Receiver<Response>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// Queues a response for publishing; a full queue (by count or bytes) drops it (counted) rather
+/// than grow.
+fn respond(queue: &Responses, gateway: &Gateway, channel: String, bytes: Vec<u8>) {
+    let size = bytes.len();
+    if queue.bytes.fetch_add(size, Ordering::Relaxed) + size > RESPONSE_QUEUE_BYTES {
+        queue.bytes.fetch_sub(size, Ordering::Relaxed);
+        gateway.metrics.inc(AdapterDrop::ResponseQueueFull);
+        return;
+    }
+    if queue.queue.try_send((channel, bytes)).is_err() {
+        queue.bytes.fetch_sub(size, Ordering::Relaxed);
         gateway.metrics.inc(AdapterDrop::ResponseQueueFull);
     }
 }
@@ -210,19 +294,19 @@ fn respond(queue: &mpsc::Sender<Response>, gateway: &Gateway, channel: String, b
 pub(super) async fn publish_responses(
     publisher: Publisher,
     gateway: Arc<Gateway>,
-    mut queue: mpsc::Receiver<Response>,
+    mut queue: ResponseQueue,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
         let next = tokio::select! {
-            next = queue.recv() => next,
+            next = queue.receiver.recv() => next,
             () = stop.cancelled() => None,
         };
         match next {
-            Some((channel, bytes)) => publish_one(&publisher, &gateway, &channel, bytes).await,
+            Some((channel, bytes)) => publish_one(&publisher, &gateway, &queue, &channel, bytes).await,
             None => {
-                while let Ok((channel, bytes)) = queue.try_recv() {
-                    publish_one(&publisher, &gateway, &channel, bytes).await;
+                while let Ok((channel, bytes)) = queue.receiver.try_recv() {
+                    publish_one(&publisher, &gateway, &queue, &channel, bytes).await;
                 }
                 return;
             }
@@ -230,8 +314,12 @@ pub(super) async fn publish_responses(
     }
 }
 
-async fn publish_one(publisher: &Publisher, gateway: &Gateway, channel: &str, bytes: Vec<u8>) {
-    if let Err(err) = publisher.publish(channel, &bytes).await {
+async fn publish_one(publisher: &Publisher, gateway: &Gateway, queue: &ResponseQueue, channel: &str, bytes: Vec<u8>) {
+    let size = bytes.len();
+    let published = publisher.publish(channel, &bytes).await;
+    drop(bytes);
+    queue.bytes.fetch_sub(size, Ordering::Relaxed);
+    if let Err(err) = published {
         gateway.metrics.inc(AdapterDrop::PublishFailed);
         tracing::warn!(channel, error = %err, "could not publish an adapter response");
     }
@@ -278,4 +366,44 @@ pub(super) fn short_uid() -> String {
 /// A node's uid as socket.io-adapter's `randomId()` makes it: 16 hex digits.
 pub(super) fn hex_uid() -> String {
     format!("{:016x}", rand::rng().random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::{GatewayConfig, NoHooks, RoomTemplates};
+
+    fn gateway() -> Arc<Gateway> {
+        Gateway::new(GatewayConfig {
+            namespaces: vec![],
+            auth: None,
+            rooms: RoomTemplates::default(),
+            transport: Default::default(),
+            hooks: Arc::new(NoHooks),
+            revalidate_interval: None,
+            touch_interval: None,
+            policy: Default::default(),
+            metrics: Default::default(),
+            tasks: Default::default(),
+            admission: Default::default(),
+        })
+    }
+
+    /// 100 fetchSockets answers of 82-byte requests once took a node to 3.2 GB: responses
+    /// waiting to be published are bounded in bytes, and what does not fit is dropped, counted.
+    #[tokio::test]
+    async fn responses_waiting_to_be_published_are_bounded_in_bytes() {
+        let gateway = gateway();
+        let (responses, mut queue) = Responses::new();
+        let ten_mib = 10 << 20;
+        for _ in 0..10 {
+            respond(&responses, &gateway, "ch".into(), vec![0u8; ten_mib]);
+        }
+        let mut queued = 0;
+        while let Ok((_, bytes)) = queue.receiver.try_recv() {
+            queued += bytes.len();
+        }
+        assert_eq!(queued, 6 * ten_mib, "64 MiB hold six");
+        assert_eq!(gateway.metrics.get(AdapterDrop::ResponseQueueFull), 4);
+    }
 }

@@ -22,7 +22,7 @@ pub use emitter::{Emitter, EmitterTarget};
 pub use keyspace::KeyspaceOptions;
 pub use wire::{AdapterProtocol, ClusterError};
 
-use self::core::{Core, Local, Response};
+use self::core::{Core, Local};
 use crate::gateway::{Gateway, RoomEvent};
 use crate::metrics::PubSubEvent;
 use crate::protocol::adapter::{Broadcast, Selector};
@@ -150,7 +150,7 @@ impl Cluster {
                 }
             }
         }
-        let (responses, queue) = mpsc::channel::<Response>(core::RESPONSE_QUEUE);
+        let (responses, queue) = core::Responses::new();
         let (deliveries, mut delivery_queue) = mpsc::channel(DELIVERY_QUEUE);
         let cluster = Arc::new(Cluster {
             core: Core::new(gateway, responses, max_ack_timeout),

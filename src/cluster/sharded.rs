@@ -137,9 +137,11 @@ async fn on_sharded(core: &Core, channels: &ShardedChannels, local: &Local, room
                 move |first| encode::broadcast_ack(&uid, &name, &id, first),
             );
         }
-        Message::SocketsJoin { selector, rooms } => core.apply(nsp, &selector, Operation::Join(&rooms)),
-        Message::SocketsLeave { selector, rooms } => core.apply(nsp, &selector, Operation::Leave(&rooms)),
-        Message::DisconnectSockets { selector, close } => core.apply(nsp, &selector, Operation::Disconnect { close }),
+        Message::SocketsJoin { selector, rooms } => core.apply(nsp, &selector, Operation::Join(&rooms)).await,
+        Message::SocketsLeave { selector, rooms } => core.apply(nsp, &selector, Operation::Leave(&rooms)).await,
+        Message::DisconnectSockets { selector, close } => {
+            core.apply(nsp, &selector, Operation::Disconnect { close }).await
+        }
         Message::FetchSockets { selector, request_id } => {
             let (shared, uid, name) = (nsp.clone(), local.uid.clone(), nsp.name.clone());
             let build = move || {
