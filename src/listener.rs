@@ -42,8 +42,9 @@ struct PendingPerIp {
     counts: parking_lot::Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// One connection's place among its address's pending connections; given back once its first
-/// request is complete, or when it closes.
+/// One connection's place among its address's pending connections: held while the connection
+/// waits for a request (before its first, and idle between two on keep-alive), given back
+/// while a request is served, and when it closes. An upgraded WebSocket never holds it again.
 struct PendingGuard {
     registry: Arc<PendingPerIp>,
     ip: IpAddr,
@@ -67,6 +68,15 @@ impl PendingPerIp {
 }
 
 impl PendingGuard {
+    /// Counts the connection as waiting again (a keep-alive connection between requests). Over
+    /// the limit it still counts: new connections from its address are refused meanwhile.
+    fn reenter(&self) {
+        if !self.released.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        *self.registry.counts.lock().entry(self.ip).or_default() += 1;
+    }
+
     fn release(&self) {
         if self.released.swap(true, Ordering::Relaxed) {
             return;
@@ -218,12 +228,22 @@ async fn serve_connection(
 ) {
     let pending = Arc::new(pending);
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        // The first request is complete: this connection is no longer a slowloris suspect.
+        // A complete request: while it is served the connection is no slowloris suspect; once
+        // answered, a keep-alive connection waits again and counts again (unless upgraded).
         pending.release();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(slot.clone());
-        router.clone().oneshot(request)
+        let (router, pending) = (router.clone(), pending.clone());
+        async move {
+            let response = router.oneshot(request).await;
+            if let Ok(response) = &response {
+                if response.status() != axum::http::StatusCode::SWITCHING_PROTOCOLS {
+                    pending.reenter();
+                }
+            }
+            response
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -206,3 +206,38 @@ fn count(value: &rmpv::Value) -> usize {
         _ => 0,
     }
 }
+
+/// The room matcher of the round 2 hardening (one leftmost pass) against the obvious
+/// backtracking definition it replaced, on small alphabets where every shape occurs.
+fn matches_by_backtracking(pattern: &[u8], room: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => room.is_empty(),
+        Some((b'*', rest)) => (0..=room.len()).any(|i| matches_by_backtracking(rest, &room[i..])),
+        Some((c, rest)) => room.first() == Some(c) && matches_by_backtracking(rest, &room[1..]),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn room_patterns_match_as_globs(pattern in "[ab:*]{0,8}", room in "[ab:]{0,12}") {
+        let linear = wsgate::gateway::RoomPattern::parse(&pattern).matches(&room, "");
+        prop_assert_eq!(linear, matches_by_backtracking(pattern.as_bytes(), room.as_bytes()), "{} against {}", pattern, room);
+    }
+
+    #[test]
+    fn durations_parse_or_are_refused(text in "\\PC{0,24}") {
+        let _ = wsgate::config::duration::parse_duration(&text);
+        let _ = text.parse::<wsgate::config::duration::OffIfZero<std::time::Duration>>();
+        let _ = text.parse::<wsgate::config::duration::OffIfZero<f64>>();
+    }
+
+    #[test]
+    fn plain_numbers_are_milliseconds(ms in 0u64..10_000_000_000) {
+        prop_assert_eq!(
+            wsgate::config::duration::parse_duration(&ms.to_string()),
+            Ok(std::time::Duration::from_millis(ms))
+        );
+    }
+}

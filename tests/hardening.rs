@@ -285,3 +285,39 @@ async fn origin_fails_closed() {
         "TLS ended at a trusted proxy"
     );
 }
+
+/// Round 2 finding: --max-pending-per-ip stopped counting a connection after its first complete
+/// request, so one address held 896 keep-alive connections trickling a second request and
+/// logins from other addresses failed. A keep-alive connection counts again while it waits for
+/// its next request.
+#[tokio::test]
+async fn keep_alive_connections_count_while_they_wait() {
+    let (_redis, server, _) = gateway_with_user(SID, "42", &["--max-pending-per-ip", "10"]).await;
+    let addr = server.local_addr();
+    let attacker: std::net::IpAddr = "127.0.9.1".parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let mut tcp = tcp_from(attacker, addr).await;
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "answered, kept alive");
+        held.push(tcp);
+    }
+    // The eleventh from that address is closed at accept; another address gets in.
+    let mut refused = tcp_from(attacker, addr).await;
+    assert!(
+        tcp_closed_within(&mut refused, Duration::from_secs(2)).await,
+        "the address's idle keep-alive connections count"
+    );
+    assert!(healthz(addr).await, "other addresses are served");
+    assert!(
+        server
+            .gateway()
+            .metrics
+            .get(wsgate::metrics::ConnectionRefused::PendingPerIp)
+            >= 1
+    );
+}

@@ -92,8 +92,8 @@ pub struct ListenerArgs {
     #[arg(long, env = "WSGATE_MAX_PENDING_LOOKUPS", default_value = "2000")]
     pub max_pending_lookups: OffIfZero<usize>,
 
-    /// Connections from one address that have not yet sent a complete request (slowloris
-    /// guard). Behind a proxy every connection comes from the proxy's address: proxies send
+    /// Connections from one address waiting for a request: before their first, and keep-alive
+    /// ones idle between two (slowloris guard). Behind a proxy every connection comes from the proxy's address: proxies send
     /// complete requests at once, so the default still fits; 0 disables it.
     #[arg(long, env = "WSGATE_MAX_PENDING_PER_IP", default_value = "64")]
     pub max_pending_per_ip: OffIfZero<usize>,
