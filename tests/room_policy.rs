@@ -115,12 +115,16 @@ async fn room_names_have_a_byte_budget_and_matching_cannot_stall_the_node() {
 }
 
 /// The CONNECT payload (200 sockets × 990 KB once added 380 MB) goes to the hooks and is not
-/// kept: a peer's fetchSockets sees `auth` as `{}`.
+/// kept: a peer's fetchSockets sees `auth` as `{}`; the handshake headers a socket keeps are cut
+/// at 1 KiB.
 #[tokio::test]
 async fn the_connect_payload_is_not_kept() {
     let (redis, server, cookie) = gateway_with_user(ALICE, r#""alice""#, &[]).await;
     redis.wait_for_servers("/", 1).await;
-    let (mut client, _) = Client::open(server.local_addr(), &[("cookie", &cookie)]).await.unwrap();
+    let agent = "a".repeat(5000);
+    let (mut client, _) = Client::open(server.local_addr(), &[("cookie", &cookie), ("user-agent", &agent)])
+        .await
+        .unwrap();
     let payload = format!(r#"40{{"token":"{}"}}"#, "t".repeat(500_000));
     client.send(&payload).await;
     assert!(client.text().await.starts_with("40{\"sid\""));
@@ -144,6 +148,10 @@ async fn the_connect_payload_is_not_kept() {
     let bytes: Vec<u8> = message.get_payload().unwrap();
     let answer: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| rmp_serde::from_slice(&bytes).unwrap());
     assert_eq!(answer["sockets"][0]["handshake"]["auth"], json!({}), "{answer}");
+    let kept = answer["sockets"][0]["handshake"]["headers"]["user-agent"]
+        .as_str()
+        .unwrap();
+    assert_eq!(kept.len(), 1024, "a handshake header is kept up to 1 KiB");
     assert!(
         bytes.len() < 10_000,
         "the 500 KB payload is not published: {} bytes",
