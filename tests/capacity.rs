@@ -190,3 +190,34 @@ async fn a_users_sockets_per_node_are_capped() {
         1
     );
 }
+
+/// The same with every flag at its default: a flood of anonymous polling and WebSocket
+/// handshakes from one address is cut at that address's budgets, and logins from other
+/// addresses go through.
+#[tokio::test]
+async fn with_default_flags_a_flood_leaves_other_logins_in() {
+    let (_redis, server, cookie) = gateway_with_user(ALICE, r#""alice""#, &[]).await;
+    let addr = server.local_addr();
+    let attacker = ip("127.0.10.1");
+    let mut accepted = 0;
+    for _ in 0..400 {
+        if polling_handshake(attacker, addr, None).await == 200 {
+            accepted += 1;
+        }
+    }
+    let mut sockets = Vec::new();
+    for _ in 0..100 {
+        if let Ok(socket) = Client::open_from(attacker, addr, &[]).await {
+            sockets.push(socket);
+        }
+    }
+    assert!(
+        accepted + sockets.len() <= 256,
+        "one address holds at most its 256 pending sessions: {accepted} polling, {} WebSocket",
+        sockets.len()
+    );
+    for n in 0..20 {
+        let source = ip(&format!("127.0.11.{}", 1 + n));
+        assert!(logs_in(source, addr, &cookie).await, "login {n} from {source}");
+    }
+}
