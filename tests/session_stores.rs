@@ -311,15 +311,7 @@ async fn postgres_revalidation_batches_and_an_outage_refuses() {
 #[tokio::test]
 async fn postgres_notify_closes_logged_out_sockets_within_a_second() {
     let (redis, postgres) = (Redis::start().await, Postgres::start().await);
-    postgres
-        .execute(
-            &std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/deploy/postgres/session-notify.sql"
-            ))
-            .unwrap(),
-        )
-        .await;
+    install_notify_trigger(&postgres).await;
     for sid in [ALICE, BOB, ANON] {
         postgres.put(sid, &record(Some("42")), 3600.0).await;
     }
@@ -391,15 +383,7 @@ async fn wait_for_listener(postgres: &Postgres) -> i32 {
 #[tokio::test]
 async fn postgres_notify_listener_stays_up_across_keepalives() {
     let (redis, postgres) = (Redis::start().await, Postgres::start().await);
-    postgres
-        .execute(
-            &std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/deploy/postgres/session-notify.sql"
-            ))
-            .unwrap(),
-        )
-        .await;
+    install_notify_trigger(&postgres).await;
     postgres.put(ALICE, &record(Some("42")), 3600.0).await;
     let server = postgres_gateway(
         &redis,
@@ -441,15 +425,7 @@ async fn postgres_notify_listener_stays_up_across_keepalives() {
 #[tokio::test]
 async fn postgres_truncate_closes_every_socket_within_a_second() {
     let (redis, postgres) = (Redis::start().await, Postgres::start().await);
-    postgres
-        .execute(
-            &std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/deploy/postgres/session-notify.sql"
-            ))
-            .unwrap(),
-        )
-        .await;
+    install_notify_trigger(&postgres).await;
     postgres.put(ALICE, &record(Some("42")), 3600.0).await;
     postgres.put(BOB, &record(Some("7")), 3600.0).await;
     let server = postgres_gateway(&redis, &postgres, &["--pg-notify", "--revalidate-interval", "0"]).await;
@@ -459,4 +435,13 @@ async fn postgres_truncate_closes_every_socket_within_a_second() {
     postgres.execute(r#"TRUNCATE "session""#).await;
     assert!(closed_within(&mut alice, Duration::from_secs(1)).await);
     assert!(closed_within(&mut bob, Duration::from_secs(1)).await);
+}
+
+/// Installs deploy/postgres/session-notify.sql in the test's database, as an operator would.
+async fn install_notify_trigger(postgres: &Postgres) {
+    let sql = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/postgres/session-notify.sql"
+    ));
+    postgres.execute(&sql.unwrap()).await;
 }
