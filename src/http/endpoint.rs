@@ -5,12 +5,13 @@
 //! optionally the session cookie; then the WebSocket upgrade, or the polling request handed to
 //! its session. Everything after that is the transport's and the gateway's.
 
+use super::handshake::handshake_info;
 use super::options::HttpOptions;
 use crate::auth::OriginPolicy;
 use crate::gateway::{Gateway, Opening, PendingAuth, PendingFull};
 use crate::metrics::{Auth, Handshake as HandshakeOutcome, Label, OncePerMinute, PollingRefused, Upgrade};
 use crate::protocol::engineio::{check_handshake, HandshakeError, TransportKind};
-use crate::protocol::handshake::{parse_query, Handshake};
+use crate::protocol::handshake::parse_query;
 use crate::protocol::new_id;
 use crate::transport::{CloseReason, ConnectionPermit, PollError, SessionHandle, TransportConfig};
 use axum::body::Body;
@@ -24,7 +25,6 @@ use axum::Extension;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What every route of the HTTP layer shares.
 pub(super) struct AppState {
@@ -588,43 +588,4 @@ fn configure(upgrade: WebSocketUpgrade, transport: &TransportConfig) -> WebSocke
         .max_write_buffer_size(transport.max_queue_bytes.max(64 * 1024))
         .max_message_size(transport.max_payload)
         .max_frame_size(transport.max_payload)
-}
-
-const KEPT_HEADERS: [&str; 4] = ["host", "origin", "user-agent", "x-forwarded-for"];
-
-/// Longest header value a socket keeps of its handshake, in bytes (a client chooses them).
-const KEPT_HEADER_BYTES: usize = 1024;
-/// Longest request URL a socket keeps of its handshake, in bytes.
-const KEPT_URL_BYTES: usize = 2048;
-
-/// `text` cut to at most `max` bytes, on a character boundary.
-fn at_most(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-fn handshake_info(headers: &HeaderMap, peer: SocketAddr, uri: &Uri) -> Handshake {
-    let issued = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let url = uri.path_and_query().map(|p| p.as_str()).unwrap_or_default();
-    Handshake {
-        headers: KEPT_HEADERS
-            .iter()
-            .filter_map(|name| {
-                let value = headers.get(*name)?.to_str().ok()?;
-                Some((*name, at_most(value, KEPT_HEADER_BYTES).into()))
-            })
-            .collect(),
-        issued,
-        address: peer.ip(),
-        url: at_most(url, KEPT_URL_BYTES).into(),
-    }
 }

@@ -3,6 +3,7 @@
 //! and the gateway.
 
 mod endpoint;
+mod handshake;
 mod options;
 
 pub use options::HttpOptions;
