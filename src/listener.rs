@@ -103,6 +103,8 @@ pub struct Listener {
     stop: watch::Sender<bool>,
     /// Closed once the accept loop and every connection task have ended.
     done: mpsc::Receiver<()>,
+    /// Closed once the accept loop has ended (its socket is closed: connections are refused).
+    accepting: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Listener {
@@ -126,12 +128,28 @@ impl Listener {
         let listener = socket.listen(4096)?;
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
+        let tasks_for_loop = tasks.clone();
         let (done_tx, done) = mpsc::channel(1);
-        tasks.spawn(
-            TaskKind::Listener,
-            accept_loop(listener, router, limits, metrics, tasks.clone(), stopped, done_tx),
-        );
-        Ok(Listener { local_addr, stop, done })
+        let (accepting_tx, accepting) = tokio::sync::oneshot::channel::<()>();
+        tasks.spawn(TaskKind::Listener, async move {
+            let _accepting = accepting_tx;
+            accept_loop(listener, router, limits, metrics, tasks_for_loop, stopped, done_tx).await
+        });
+        Ok(Listener {
+            local_addr,
+            stop,
+            done,
+            accepting: Some(accepting),
+        })
+    }
+
+    /// Stops accepting and returns once the listening socket is closed: from then on new
+    /// connections are refused by the kernel. Open connections are left alone.
+    pub async fn stop_accepting(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.await;
+        }
     }
 
     /// Stops accepting, asks open HTTP connections to finish their request and close, and waits

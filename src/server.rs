@@ -120,11 +120,15 @@ impl Server {
     pub async fn drain(self, over: Duration) {
         let tasks = self.gateway.tasks().clone();
         tracing::info!(running = %tasks.counts(), "shutting down: tasks running");
-        self.gateway.set_ready(false);
-        // The public listener stops at once; the admin one (if any) keeps answering /readyz
-        // with 503 until the end.
+        // The public listener stops at once (its socket closed before /readyz turns 503, so a
+        // balancer told "draining" finds nothing accepting); the admin one (if any) keeps
+        // answering /readyz with 503 until the end.
         let mut public = self.listeners;
         let admin = public.split_off(1);
+        for listener in &mut public {
+            listener.stop_accepting().await;
+        }
+        self.gateway.set_ready(false);
         let closing = async {
             for listener in public {
                 listener.shutdown(Duration::from_secs(1)).await;
