@@ -46,7 +46,14 @@ wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 WORK=$(mktemp -d)
 PIDS=()
 DROP_DB=
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [[ -n $DROP_DB ]] && eval "$DROP_DB"; rm -rf "$WORK"; }
+# The servers are waited for before their directory goes: a Redis Cluster node still writing its
+# nodes.conf or log on the way out once made rm fail ("Directory not empty") and the run exit 1.
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  [[ -n $DROP_DB ]] && eval "$DROP_DB"
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 REDIS_PORT=$(free_port)

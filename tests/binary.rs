@@ -44,7 +44,7 @@ async fn flags_come_from_wsgate_env_vars_and_logs_are_json_without_secrets() {
     // The cookie verifies with the env secret; the store refuses the password: "unavailable".
     client.send("40").await;
     assert_eq!(client.text().await, r#"44{"message":"Session store unavailable"}"#);
-    client.closed().await;
+    drop(client);
 
     child.kill().unwrap();
     child.wait().unwrap();

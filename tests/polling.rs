@@ -254,13 +254,20 @@ async fn a_logged_in_client_works_on_polling_alone() {
 }
 
 #[tokio::test]
-async fn anonymous_polling_client_gets_connect_error_then_close() {
+async fn anonymous_polling_client_gets_connect_error_and_the_session_stays_open() {
     let s = setup(&[]).await;
     let (client, _) = Polling::open(s.server.local_addr(), &[]).await;
     client.post_ok("40").await;
     let packets = client.packets().await;
-    assert_eq!(packets, [r#"44{"message":"Authentication error"}"#, "1"]);
-    eventually("session gone", || s.server.gateway().connection_count() == 0).await;
+    // As Node: the CONNECT_ERROR, and the engine session stays open for the client to close.
+    assert_eq!(packets, [r#"44{"message":"Authentication error"}"#]);
+    assert_eq!(s.server.gateway().connection_count(), 1);
+    assert_eq!(s.server.gateway().pending().total(), 1, "it holds only a pending place");
+    client.post_ok("1").await;
+    eventually("session gone once the client closes it", || {
+        s.server.gateway().connection_count() == 0 && s.server.gateway().pending().total() == 0
+    })
+    .await;
 }
 
 #[tokio::test]

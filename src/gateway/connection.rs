@@ -290,8 +290,11 @@ impl Connection<'_> {
                     }
                 }
                 outbox.push(&frames(&Packet::connect_error(&packet.nsp, err.client_message())));
-                // Nothing else is delivered: the connection closes once that packet is out.
-                return Err(CloseReason::ServerDisconnect);
+                // The engine session stays open, as Node keeps it (a client that closed it would
+                // reconnect in a loop), holding only its pending place until the client closes
+                // it or --connect-timeout passes.
+                conn.reset_connect_deadline();
+                return Ok(());
             }
         };
         match &self.identity {
@@ -309,7 +312,8 @@ impl Connection<'_> {
                 gateway.metrics.inc(Auth::TooManyConnections);
                 tracing::debug!(nsp = %packet.nsp, "connection refused: --max-connections-per-user reached");
                 outbox.push(&frames(&Packet::connect_error(&packet.nsp, "Too many connections")));
-                return Err(CloseReason::ServerDisconnect);
+                conn.reset_connect_deadline();
+                return Ok(());
             }
         }
         let session = match &self.identity {

@@ -122,6 +122,12 @@ impl EngineSession {
         }
     }
 
+    /// The session has `--connect-timeout` from now to connect a namespace (a refused CONNECT
+    /// leaves it open that long, as Node does).
+    pub fn reset_connect_deadline(&mut self) {
+        self.connect_deadline = Some(Instant::now() + self.engine.config.connect_timeout);
+    }
+
     /// A namespace is connected: the connect timeout no longer applies.
     pub fn namespace_connected(&mut self) {
         self.connect_deadline = None;
