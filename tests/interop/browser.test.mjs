@@ -206,7 +206,16 @@ async function startNodeEchoWithPage(t) {
   echoHandlers(server);
   httpServer.listen(0, "127.0.0.1");
   await new Promise((r) => httpServer.once("listening", r));
-  t.after(() => new Promise((r) => server.close(() => r())));
+  // The browser is closed after this hook (hooks run in the order they were added): its
+  // keep-alive connections are cut here, or close() waited for them and the file timed out
+  // (seen twice this session, never on a rerun).
+  t.after(
+    () =>
+      new Promise((r) => {
+        server.close(() => r());
+        httpServer.closeAllConnections();
+      }),
+  );
   return `http://127.0.0.1:${httpServer.address().port}`;
 }
 
