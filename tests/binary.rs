@@ -14,18 +14,20 @@ async fn flags_come_from_wsgate_env_vars_and_logs_are_json_without_secrets() {
     // A password in the URL must not be logged either (this Redis has none, so lookups fail,
     // which also makes the gateway log a warning we can inspect).
     let redis_url = format!("redis://:hunter2-redis-pass@127.0.0.1:{}", redis.port);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsgate"))
-        .env("WSGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("WSGATE_SESSION_SECRET", secret)
-        .env("WSGATE_REDIS_URL", &redis_url)
-        .env("WSGATE_PING_INTERVAL", "1234")
-        .env("WSGATE_LOG_FORMAT", "json")
-        .env("RUST_LOG", "wsgate=debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_wsgate"))
+            .env("WSGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("WSGATE_SESSION_SECRET", secret)
+            .env("WSGATE_REDIS_URL", &redis_url)
+            .env("WSGATE_PING_INTERVAL", "1234")
+            .env("WSGATE_LOG_FORMAT", "json")
+            .env("RUST_LOG", "wsgate=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let lines = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
 
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -46,8 +48,7 @@ async fn flags_come_from_wsgate_env_vars_and_logs_are_json_without_secrets() {
     assert_eq!(client.text().await, r#"44{"message":"Session store unavailable"}"#);
     drop(client);
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let lines = lines.join().unwrap();
     assert!(lines.len() >= 2, "{lines:?}");
     for line in &lines {
@@ -61,4 +62,15 @@ async fn flags_come_from_wsgate_env_vars_and_logs_are_json_without_secrets() {
         lines.iter().any(|l| l.contains("session store unavailable")),
         "{lines:?}"
     );
+}
+
+/// The gateway process, killed (and reaped) however the test ends: a failed assertion once left
+/// it running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
