@@ -306,9 +306,11 @@ impl Connection<'_> {
             None => {}
         }
         // Authenticated sockets per user on this node, counted by the user's room.
-        if let (Some(max), Some(user_room)) = (gateway.admission.max_connections_per_user, rooms.first()) {
+        // (The user's room comes first in `rooms`, when there is a user template.)
+        let user_room = rooms.first().filter(|_| !gateway.rooms.user.is_empty());
+        if let (Some(max), Some(user_room)) = (gateway.admission.max_connections_per_user, user_room) {
             let open: usize = gateway.namespaces().map(|n| n.member_count(user_room)).sum();
-            if open >= max && !gateway.rooms.user.is_empty() {
+            if open >= max {
                 gateway.metrics.inc(Auth::TooManyConnections);
                 tracing::debug!(nsp = %packet.nsp, "connection refused: --max-connections-per-user reached");
                 outbox.push(&frames(&Packet::connect_error(&packet.nsp, "Too many connections")));

@@ -138,8 +138,9 @@ impl AppState {
         let now = std::time::Instant::now();
         let mut buckets = self.handshakes_per_ip.lock();
         // Addresses not heard from in a while start full again: their entries go.
+        // (Two seconds refill a whole burst, so an older entry is the same as none.)
         if buckets.len() >= 4096 {
-            buckets.retain(|_, (_, at)| now.duration_since(*at).as_secs_f64() * rate < 2.0 * rate);
+            buckets.retain(|_, (_, at)| now.duration_since(*at) < std::time::Duration::from_secs(2));
         }
         let (tokens, at) = buckets.entry(ip).or_insert((2.0 * rate, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(2.0 * rate);
