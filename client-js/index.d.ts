@@ -42,6 +42,8 @@ export interface ConnectError extends Error {
 export declare class Socket {
   readonly nsp: string;
   readonly id: string | undefined;
+  /** Whether the last connect recovered the previous socket (its id, rooms and missed events). */
+  readonly recovered: boolean;
   readonly connected: boolean;
   readonly disconnected: boolean;
   /** False once the client will not reconnect by itself. */

@@ -13,8 +13,10 @@
 //! - [`protocol`]: pure codecs: Engine.IO, Socket.IO, the adapters' wire formats, handshakes.
 //! - [`transport`]: Engine.IO sessions over WebSocket or long-polling, bounded outboxes.
 //! - [`auth`]: express-session cookie, session stores (Redis, memcached, Postgres), Origin.
-//! - [`gateway`]: namespaces, sockets, rooms, the connection loop, the session index.
-//! - [`cluster`]: the Redis adapter (classic, sharded), keyspace revocation, the emitter.
+//! - [`gateway`]: namespaces, sockets, rooms, the connection loop, the session index, who may
+//!   recover a socket.
+//! - [`cluster`]: the Redis adapter (classic, sharded, streams), connection state recovery,
+//!   keyspace revocation, the emitter.
 //! - [`inbound`]: client events to a Redis Stream (the writer) and the backend-side reader.
 //! - [`listener`]: accepting connections under the connection cap and per-address limits.
 //! - [`http`]: the Socket.IO endpoint, `/healthz`, `/readyz`, `/metrics`, the served client.

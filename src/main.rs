@@ -123,11 +123,8 @@ async fn publish(command: Command) -> ExitCode {
         Command::Demo(_) => return ExitCode::from(2),
     };
     match published {
-        Ok(receivers) => {
-            println!(
-                "published {what} to namespace {} ({receivers} subscribed node(s) received it)",
-                target.namespace
-            );
+        Ok(published) => {
+            println!("published {what} to namespace {} ({published})", target.namespace);
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -156,6 +156,16 @@ families! {
         SessionGone = "session_gone", NoUser = "no_user", UserChanged = "user_changed",
         StoreUnavailable = "store_unavailable",
     }
+    Recovery "wsgate_recoveries_total" "Reconnects asking for connection state recovery, by outcome (recovered; else a fresh socket: expired, trimmed, too_many, refused_auth, bad_offset, unavailable)" {
+        Recovered = "recovered", Expired = "expired", Trimmed = "trimmed", TooMany = "too_many",
+        RefusedAuth = "refused_auth", BadOffset = "bad_offset", Unavailable = "unavailable",
+    }
+    RecoveryReplay "wsgate_recovery_replayed_total" "Events replayed to recovered sockets" {
+        Events = "events",
+    }
+    RecoveryRecord "wsgate_recovery_records_total" "Recovery session records (sio:session:<pid>) written, deleted, or not (failed: Redis refused; queue_full: dropped)" {
+        Written = "written", Deleted = "deleted", Failed = "failed", QueueFull = "queue_full",
+    }
 }
 
 #[derive(Debug)]
@@ -196,6 +206,11 @@ impl Metrics {
     /// Counts one event of `label`'s family.
     pub fn inc(&self, label: impl Label) {
         self.labelled[label.slot()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` events of `label`'s family.
+    pub fn add(&self, label: impl Label, n: u64) {
+        self.labelled[label.slot()].fetch_add(n, Ordering::Relaxed);
     }
 
     /// How many events of `label` were counted.

@@ -121,6 +121,8 @@ var __wsgate = (() => {
       this._buffer = [];
       this._attempts = 0;
       this._flags = {};
+      this.recovered = false;
+      this._received = [];
       if (opts.autoConnect !== false) this.connect();
     }
     get disconnected() {
@@ -152,8 +154,9 @@ var __wsgate = (() => {
             this._heartbeat = open.pingInterval + open.pingTimeout;
             this._alive();
             const auth = this._opts.auth;
-            if (typeof auth === "function") auth((value) => this._send("0", value));
-            else this._send("0", auth);
+            const connect = (value) => this._send("0", this._pid ? Object.assign({ pid: this._pid, offset: this._lastOffset }, value) : value);
+            if (typeof auth === "function") auth(connect);
+            else connect(auth);
           } else if (data === "2") {
             this._alive();
             ws.send("3");
@@ -239,10 +242,14 @@ var __wsgate = (() => {
       const type = packet.type;
       if (type === 0) {
         clearTimeout(this._connectTimer);
-        this.id = packet.data.sid;
+        const { sid, pid } = packet.data;
+        this.id = sid;
+        this.recovered = !!pid && this._pid === pid;
+        this._pid = pid;
         this.connected = true;
         this._attempts = 0;
         this._fire("connect");
+        for (const args of this._received.splice(0)) this._event(args);
         for (const [type2, data, id] of this._buffer.splice(0)) this._send(type2, data, id);
       } else if (type === 4) {
         clearTimeout(this._connectTimer);
@@ -264,12 +271,18 @@ var __wsgate = (() => {
             this._send("3", reply, packet.id);
           });
         }
-        if (this.connected) this._fire(...args);
+        if (this.connected) this._event(args);
+        else this._received.push(args);
       } else if (type === 3 || type === 6) {
         const ack = this._acks[packet.id];
         delete this._acks[packet.id];
         if (ack) ack(...packet.data || []);
       }
+    }
+    _event(args) {
+      this._fire(...args);
+      const last = args[args.length - 1];
+      if (this._pid && typeof last === "string") this._lastOffset = last;
     }
     _error(err) {
       this._fire("connect_error", err);
@@ -292,6 +305,7 @@ var __wsgate = (() => {
       }
       const wasConnected = this.connected;
       this.connected = false;
+      this._received = [];
       this.id = void 0;
       if (wasConnected) this._fire("disconnect", reason);
       else if (reason && reason !== "io client disconnect" && this.active) this._error(new Error("websocket error"));

@@ -513,11 +513,7 @@ async fn publish_for(
                 // What a sharded node or wsgate's emitter publishes: the room's own channel.
                 let mut cmd = redis::cmd("SPUBLISH");
                 cmd.arg(shard_channels.room(&room))
-                    .arg(wsgate::protocol::sharded::encode::broadcast(
-                        &message,
-                        EMITTER_UID,
-                        None,
-                    ));
+                    .arg(wsgate::protocol::sharded::encode::broadcast(&message, EMITTER_UID, None).bytes());
                 cmd
             } else {
                 let mut cmd = redis::cmd("PUBLISH");

@@ -43,6 +43,22 @@ impl Publisher {
         redis::cmd(command).arg(channel).arg(bytes).query_async(&mut conn).await
     }
 
+    /// Puts `publication` in Redis: PUBLISH (or SPUBLISH), or XADD.
+    pub async fn send(&self, publication: &Publication) -> redis::RedisResult<Published> {
+        match publication {
+            Publication::Message { channel, bytes } => self.publish(channel, bytes).await.map(Published::Receivers),
+            Publication::Entry { key, max_len, fields } => {
+                let mut command = redis::cmd("XADD");
+                command.arg(key).arg("MAXLEN").arg("~").arg(*max_len).arg("*");
+                for (name, value) in fields {
+                    command.arg(*name).arg(value.as_slice());
+                }
+                let mut conn = self.conn.clone();
+                command.query_async(&mut conn).await.map(Published::Appended)
+            }
+        }
+    }
+
     /// Subscribers of `channel` (`PUBSUB NUMSUB` or `PUBSUB SHARDNUMSUB`; on a Redis Cluster
     /// summed over its nodes, as Node's sharded adapter counts servers).
     pub async fn subscribers(&self, channel: &str) -> redis::RedisResult<i64> {
@@ -74,6 +90,40 @@ impl Publisher {
     /// The shared connection, for the commands that are neither (CONFIG).
     pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
+    }
+}
+
+/// What one publish puts in Redis: a pub/sub message, or a stream entry (the Redis Streams
+/// adapter's broadcasts and room operations).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Publication {
+    Message {
+        channel: String,
+        bytes: Vec<u8>,
+    },
+    /// `XADD <key> MAXLEN ~ <max_len> * <field> <value> …`.
+    Entry {
+        key: String,
+        max_len: u64,
+        fields: [(&'static str, Vec<u8>); 4],
+    },
+}
+
+/// What Redis said to a [`Publication`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// How many subscribers got the message (on its shard, for sharded pub/sub).
+    Receivers(i64),
+    /// The id of the stream entry.
+    Appended(String),
+}
+
+impl std::fmt::Display for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Published::Receivers(n) => write!(f, "{n} subscribed node(s) received it"),
+            Published::Appended(id) => write!(f, "appended as stream entry {id}"),
+        }
     }
 }
 

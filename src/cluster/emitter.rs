@@ -1,10 +1,11 @@
 //! Publishing into rooms from any process, with the bytes `@socket.io/redis-emitter` sends
 //! (classic adapter), or the bytes a `createShardedAdapter` node publishes for the same call
-//! (sharded adapter, which Node's emitter cannot reach): every gateway and Node socket.io node
-//! of the cluster applies them.
+//! (sharded adapter, which Node's emitter cannot reach), or the stream entries
+//! `@socket.io/redis-streams-emitter` appends (Redis Streams adapter): every gateway and Node
+//! socket.io node of the cluster applies them.
 
 use super::core::Command;
-use super::driver::Publisher;
+use super::driver::{Publication, Published, Publisher};
 use super::wire::{AdapterProtocol, ClusterError, Wire};
 use crate::protocol::adapter::{Broadcast, Selector, EMITTER_UID};
 use crate::redis_connection::RedisConnection;
@@ -47,7 +48,7 @@ impl Emitter {
         EmitterTarget {
             publisher: self.publisher.clone(),
             nsp: nsp.into(),
-            wire: Wire::new(self.protocol, &self.prefix, nsp),
+            wire: Wire::new(&self.protocol, &self.prefix, nsp),
             selector: Selector::default(),
         }
     }
@@ -75,17 +76,18 @@ impl EmitterTarget {
         self
     }
 
-    async fn publish(&self, (channel, bytes): (String, Vec<u8>)) -> Result<i64, ClusterError> {
-        Ok(self.publisher.publish(&channel, &bytes).await?)
+    async fn publish(&self, publication: Publication) -> Result<Published, ClusterError> {
+        Ok(self.publisher.send(&publication).await?)
     }
 
-    async fn request(&self, command: Command<'_>) -> Result<i64, ClusterError> {
+    async fn request(&self, command: Command<'_>) -> Result<Published, ClusterError> {
         self.publish(self.wire.command(EMITTER_UID, &self.nsp, &self.selector, &command))
             .await
     }
 
-    /// Emits `event` with `args`. Returns how many subscribers (nodes) received the message.
-    pub async fn emit(&self, event: &str, args: Vec<rmpv::Value>) -> Result<i64, ClusterError> {
+    /// Emits `event` with `args`. Returns how many subscribers (nodes) received the message, or
+    /// the stream entry it was appended as.
+    pub async fn emit(&self, event: &str, args: Vec<rmpv::Value>) -> Result<Published, ClusterError> {
         let mut data = Vec::with_capacity(args.len() + 1);
         data.push(rmpv::Value::from(event));
         data.extend(args);
@@ -100,22 +102,22 @@ impl EmitterTarget {
     }
 
     /// Makes the selected sockets join `rooms`.
-    pub async fn sockets_join(&self, rooms: &[String]) -> Result<i64, ClusterError> {
+    pub async fn sockets_join(&self, rooms: &[String]) -> Result<Published, ClusterError> {
         self.request(Command::Join(rooms)).await
     }
 
     /// Makes the selected sockets leave `rooms`.
-    pub async fn sockets_leave(&self, rooms: &[String]) -> Result<i64, ClusterError> {
+    pub async fn sockets_leave(&self, rooms: &[String]) -> Result<Published, ClusterError> {
         self.request(Command::Leave(rooms)).await
     }
 
     /// Disconnects the selected sockets; `close` also closes their connections.
-    pub async fn disconnect_sockets(&self, close: bool) -> Result<i64, ClusterError> {
+    pub async fn disconnect_sockets(&self, close: bool) -> Result<Published, ClusterError> {
         self.request(Command::Disconnect { close }).await
     }
 
     /// Emits to the servers (not the clients) of the cluster.
-    pub async fn server_side_emit(&self, event: &str, args: Vec<rmpv::Value>) -> Result<i64, ClusterError> {
+    pub async fn server_side_emit(&self, event: &str, args: Vec<rmpv::Value>) -> Result<Published, ClusterError> {
         let mut data = vec![rmpv::Value::from(event)];
         data.extend(args);
         self.request(Command::ServerSideEmit(&data)).await

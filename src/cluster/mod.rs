@@ -1,11 +1,13 @@
 //! The Redis adapter: this node as a peer of Node `socket.io` + `@socket.io/redis-adapter`
-//! nodes (classic `createAdapter`, or sharded `createShardedAdapter`) and
-//! `@socket.io/redis-emitter` publishers.
+//! nodes (classic `createAdapter`, or sharded `createShardedAdapter`) or
+//! `@socket.io/redis-streams-adapter` nodes, and of their emitters; and, on the streams adapter,
+//! connection state recovery ([`recovery`]).
 //!
 //! This module owns the node's one subscriber connection (kept up with backoff, resubscribing
 //! everything after a loss while local delivery goes on), the delivery task that handles what
-//! it reads in order, and the one dispatch over the wire protocols (`wire.rs`). Each protocol is
-//! a module of its own ([`classic`], [`sharded`]) that decodes its messages and calls the
+//! it reads in order (pub/sub messages, stream entries, restored sockets), and the one dispatch
+//! over the wire protocols (`wire.rs`). Each protocol is
+//! a module of its own ([`classic`], [`sharded`], [`streams`]) that decodes its messages and calls the
 //! protocol-independent [`core`]; keyspace revocation is [`keyspace`]'s; Redis commands are
 //! [`driver`]'s. Adding a protocol means adding a module and one arm in each method of `wire::Wire`.
 //! Reaches sockets only through the gateway's [`crate::gateway::Namespace`] API.
@@ -15,11 +17,16 @@ mod core;
 pub mod driver;
 mod emitter;
 mod keyspace;
+mod recovery;
 mod sharded;
+mod streams;
 mod wire;
 
+pub use driver::Published;
 pub use emitter::{Emitter, EmitterTarget};
 pub use keyspace::KeyspaceOptions;
+pub use recovery::RecoverySettings;
+pub use streams::StreamsSettings;
 pub use wire::{AdapterProtocol, ClusterError};
 
 use self::core::{Core, Local};
@@ -27,12 +34,14 @@ use crate::gateway::{Gateway, RoomEvent};
 use crate::metrics::PubSubEvent;
 use crate::protocol::adapter::{Broadcast, Selector};
 use crate::protocol::sharded::SubscriptionMode;
+use crate::protocol::streams as streams_protocol;
 use crate::redis_connection::{RedisConnection, RedisTarget};
 use crate::tasks::{TaskKind, Tasks};
-use driver::{Incoming, Publisher, Subscriber};
+use driver::{Incoming, Publication, Publisher, Subscriber};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use streams::StreamEvent;
 use tokio::sync::mpsc;
 use wire::Wire;
 
@@ -57,8 +66,11 @@ pub struct ClusterOptions {
     /// Follow the session keys through Redis keyspace notifications, so a logout or an expiry
     /// closes the session's sockets at once (`None`: only the periodic revalidation).
     pub keyspace: Option<KeyspaceOptions>,
-    /// Classic (`createAdapter`) or sharded (`createShardedAdapter`) adapter protocol.
+    /// Classic (`createAdapter`), sharded (`createShardedAdapter`) or Redis Streams adapter
+    /// protocol.
     pub protocol: AdapterProtocol,
+    /// Connection state recovery (Redis Streams adapter only; `None`: off).
+    pub recovery: Option<RecoverySettings>,
 }
 
 /// Why the subscriber connection was given up (and a new one is made).
@@ -78,6 +90,16 @@ enum SubscriberLost {
     NoPong,
 }
 
+/// What the delivery task handles, one at a time, in the order it was read.
+enum Delivery {
+    /// A pub/sub message.
+    Message { channel: String, payload: Vec<u8> },
+    /// A stream reader's start or entry.
+    Stream(StreamEvent),
+    /// A restored socket to put back in stream order.
+    Resume(Box<recovery::Resume>),
+}
+
 /// One served namespace: its sockets, this node's uid, and its channels.
 struct Adapter {
     local: Local,
@@ -94,7 +116,16 @@ pub struct Cluster {
     /// Rooms appearing and disappearing, by adapter index (protocols with room channels only).
     room_events: tokio::sync::Mutex<mpsc::UnboundedReceiver<(usize, RoomEvent)>>,
     /// Messages from the subscriber to the delivery task, in the order Redis sent them.
-    deliveries: mpsc::Sender<(String, Vec<u8>)>,
+    deliveries: mpsc::Sender<Delivery>,
+    /// The streams read (Redis Streams adapter), and per stream the id of the last entry the
+    /// delivery task handled.
+    streams: Vec<String>,
+    positions: parking_lot::Mutex<Vec<streams_protocol::StreamId>>,
+    /// Restored sockets whose replay reached past the delivery task's position: entries up to
+    /// that id are not delivered to them again (socket id, last replayed id, stream index).
+    replayed_up_to: parking_lot::Mutex<Vec<(Arc<str>, streams_protocol::StreamId, usize)>>,
+    /// Connection state recovery, when on.
+    recovery: Option<RecoverySettings>,
     keyspace: Option<keyspace::Keyspace>,
     /// Ends the subscriber, the delivery task and the response publisher (shutdown).
     stop: tokio_util::sync::CancellationToken,
@@ -110,7 +141,9 @@ impl Cluster {
             max_ack_timeout,
             keyspace,
             protocol,
+            recovery,
         } = options;
+        let recovery = recovery.filter(|_| matches!(protocol, AdapterProtocol::Streams(_)));
         // Keyspace notifications stay on the node holding the key: on a Redis Cluster one
         // subscriber cannot hear them all, so revocation there is the periodic revalidation.
         let db = redis
@@ -126,7 +159,7 @@ impl Cluster {
                     nsp: nsp.clone(),
                     uid: protocol.new_uid(),
                 },
-                wire: Wire::new(protocol, &prefix, &nsp.name),
+                wire: Wire::new(&protocol, &prefix, &nsp.name),
             })
             .collect();
         let stop = tasks.stopping().child_token();
@@ -150,6 +183,10 @@ impl Cluster {
                 }
             }
         }
+        let stream_keys = match &protocol {
+            AdapterProtocol::Streams(settings) => settings.read_keys(adapters.iter().map(|a| &*a.local.nsp.name)),
+            _ => Vec::new(),
+        };
         let (responses, queue) = core::Responses::new();
         let (deliveries, mut delivery_queue) = mpsc::channel(DELIVERY_QUEUE);
         let cluster = Arc::new(Cluster {
@@ -160,9 +197,76 @@ impl Cluster {
             room_events: tokio::sync::Mutex::new(room_events),
             adapters,
             deliveries,
+            positions: parking_lot::Mutex::new(vec![Default::default(); stream_keys.len()]),
+            streams: stream_keys,
+            replayed_up_to: parking_lot::Mutex::new(Vec::new()),
+            recovery: recovery.clone(),
             keyspace,
             stop: stop.clone(),
         });
+        if let Some(settings) = recovery {
+            let (records, closes) = mpsc::channel(recovery::RECORD_QUEUE);
+            let keys = cluster
+                .adapters
+                .iter()
+                .filter_map(|a| match &a.wire {
+                    Wire::Streams(wire) => Some((a.local.nsp.name.to_string(), wire.key.clone())),
+                    _ => None,
+                })
+                .collect();
+            let gateway = cluster.core.gateway.clone();
+            tasks.spawn(
+                TaskKind::Cluster,
+                recovery::write_records(
+                    gateway.clone(),
+                    cluster.publisher.connection(),
+                    settings.clone(),
+                    closes,
+                    stop.clone(),
+                ),
+            );
+            // Restored sockets are put back by the delivery task, in stream order.
+            let (resumes, mut resumed) = mpsc::channel(64);
+            let (forward, stopped) = (cluster.deliveries.clone(), stop.clone());
+            tasks.spawn(TaskKind::Cluster, async move {
+                while let Some(Some(resume)) = stopped.run_until_cancelled(resumed.recv()).await {
+                    if forward.send(Delivery::Resume(Box::new(resume))).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            gateway.set_recovery(Arc::new(recovery::StreamsRecovery {
+                settings,
+                conn: cluster.publisher.connection(),
+                keys,
+                resumes,
+                records,
+                gateway: gateway.clone(),
+            }));
+        }
+        // One reader per stream, each on a connection of its own, feeding the delivery task.
+        for (index, key) in cluster.streams.iter().enumerate() {
+            let (events, mut read) = mpsc::channel(DELIVERY_QUEUE);
+            let reader = streams::read_forever(
+                cluster.redis.clone(),
+                key.clone(),
+                index,
+                events,
+                cluster.core.gateway.metrics.clone(),
+            );
+            let stopped = stop.clone();
+            tasks.spawn(TaskKind::Cluster, async move {
+                stopped.run_until_cancelled(reader).await;
+            });
+            let (forward, stopped) = (cluster.deliveries.clone(), stop.clone());
+            tasks.spawn(TaskKind::Cluster, async move {
+                while let Some(Some(event)) = stopped.run_until_cancelled(read.recv()).await {
+                    if forward.send(Delivery::Stream(event)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         tasks.spawn(
             TaskKind::Cluster,
             core::publish_responses(
@@ -178,8 +282,12 @@ impl Cluster {
         let delivery = cluster.clone();
         let stopped = stop.clone();
         tasks.spawn(TaskKind::Cluster, async move {
-            while let Some(Some((channel, payload))) = stopped.run_until_cancelled(delivery_queue.recv()).await {
-                delivery.on_message(&channel, &payload).await;
+            while let Some(Some(next)) = stopped.run_until_cancelled(delivery_queue.recv()).await {
+                match next {
+                    Delivery::Message { channel, payload } => delivery.on_message(&channel, &payload).await,
+                    Delivery::Stream(event) => delivery.on_stream(event).await,
+                    Delivery::Resume(resume) => delivery.on_resume(*resume).await,
+                }
             }
         });
         if cluster.keyspace.is_some() {
@@ -215,15 +323,16 @@ impl Cluster {
             .ok_or_else(|| ClusterError::UnknownNamespace(nsp.into()))
     }
 
-    /// Broadcasts from this node: delivered to local sockets, then published for every other
-    /// node. Local delivery happens even when Redis is down (the error says so).
+    /// Broadcasts from this node: delivered to local sockets, and published for every other
+    /// node. Local delivery happens even when Redis is down (the error says so). Returns how
+    /// many local sockets got it now; with the Redis Streams adapter, none: they get it when the
+    /// entry is read back, in stream order and with its offset.
     pub async fn broadcast(
         &self,
         nsp: &str,
         selector: Selector,
         data: Vec<rmpv::Value>,
     ) -> Result<usize, ClusterError> {
-        let local = self.broadcast_local(nsp, &selector, &data)?;
         let adapter = self.adapter(nsp)?;
         let message = Broadcast {
             uid: Some(adapter.local.uid.clone()),
@@ -232,8 +341,19 @@ impl Cluster {
             selector,
             flags: vec![],
         };
-        let (channel, bytes) = adapter.wire.broadcast(&message, &adapter.local.uid);
-        self.publisher.publish(&channel, &bytes).await?;
+        let publication = adapter.wire.broadcast(&message, &adapter.local.uid);
+        if let Publication::Entry { .. } = publication {
+            return match self.publisher.send(&publication).await {
+                Ok(_) => Ok(0),
+                Err(err) => {
+                    // Redis is down: this node's sockets still get it, without an offset.
+                    self.broadcast_local(nsp, &message.selector, &message.data)?;
+                    Err(err.into())
+                }
+            };
+        }
+        let local = self.broadcast_local(nsp, &message.selector, &message.data)?;
+        self.publisher.send(&publication).await?;
         Ok(local)
     }
 
@@ -318,7 +438,7 @@ impl Cluster {
             tokio::select! {
                 incoming = subscriber.next() => match incoming {
                     Incoming::Message { channel, payload } => {
-                        if self.deliveries.send((channel, payload)).await.is_err() {
+                        if self.deliveries.send(Delivery::Message { channel, payload }).await.is_err() {
                             return SubscriberLost::Stopped;
                         }
                     }
@@ -372,6 +492,101 @@ impl Cluster {
                 return;
             }
         }
+    }
+
+    /// A stream reader's start or entry, in stream order.
+    async fn on_stream(&self, event: StreamEvent) {
+        let entry = match event {
+            StreamEvent::Start { stream, id } => {
+                if let Some(position) = self.positions.lock().get_mut(stream) {
+                    *position = id;
+                }
+                return;
+            }
+            StreamEvent::Entry(entry) => entry,
+        };
+        if let Some(position) = self.positions.lock().get_mut(entry.stream) {
+            *position = entry.id;
+        }
+        let Some(key) = self.streams.get(entry.stream) else {
+            return;
+        };
+        let adapters: Vec<_> = self
+            .adapters
+            .iter()
+            .filter_map(|a| match &a.wire {
+                // As Node: an entry of any stream read goes to its namespace.
+                Wire::Streams(wire) => Some((&a.local, &wire.channels)),
+                _ => None,
+            })
+            .collect();
+        // Restored sockets that got this entry in their replay.
+        let skip: Vec<Arc<str>> = {
+            let mut replayed = self.replayed_up_to.lock();
+            let skip = replayed
+                .iter()
+                .filter(|(_, until, stream)| *stream == entry.stream && *until >= entry.id)
+                .map(|(sid, _, _)| sid.clone())
+                .collect();
+            replayed.retain(|(_, until, stream)| *stream != entry.stream || *until > entry.id);
+            skip
+        };
+        streams::on_entry(&self.core, &adapters, key, &entry, self.recovery.is_some(), &skip).await;
+    }
+
+    /// Puts a restored socket back, here where the stream position is known: the entries its
+    /// replay ends before are fetched now, and entries it already has are marked so they are
+    /// not delivered to it again; then the replay, the CONNECT reply, and its rooms.
+    async fn on_resume(&self, resume: recovery::Resume) {
+        let recovery::Resume {
+            nsp,
+            socket,
+            rooms,
+            restored,
+            connect,
+            done,
+        } = resume;
+        let key = self.adapter(&nsp.name).ok().and_then(|a| match &a.wire {
+            Wire::Streams(wire) => Some(wire.key.clone()),
+            _ => None,
+        });
+        let stream = key.as_ref().and_then(|key| self.streams.iter().position(|k| k == key));
+        let position = stream.and_then(|i| self.positions.lock().get(i).copied());
+        let mut replay = restored.replay;
+        match (key, stream, position) {
+            (Some(key), Some(_), Some(position)) if position > restored.until => {
+                let mut conn = self.publisher.connection();
+                let mut session_rooms = restored.rooms;
+                match streams::range(&mut conn, &key, restored.until, Some(position), usize::MAX).await {
+                    Ok(entries) => {
+                        for (id, fields) in entries {
+                            if let Some(event) = recovery::replayed(&fields, id, &nsp.name, &mut session_rooms) {
+                                replay.push(event);
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, socket = %socket.id, "recovery: could not read the entries between the replay and live delivery; the socket may miss some");
+                    }
+                }
+            }
+            (_, Some(stream), Some(position)) if position < restored.until => {
+                self.replayed_up_to
+                    .lock()
+                    .push((socket.id.clone(), restored.until, stream));
+            }
+            _ => {}
+        }
+        // This socket, still here from before (its connection's end not seen yet), gives way.
+        if let Some(stale) = nsp.socket(&socket.id) {
+            self.core.gateway.disconnect(&stale, true);
+        }
+        for event in &replay {
+            socket.send(&recovery::replay_packet(&nsp.name, event));
+        }
+        socket.send(&connect);
+        nsp.add(&socket, rooms);
+        let _ = done.send(());
     }
 
     /// Whether this node is meant to be subscribed to `channel` now.

@@ -8,7 +8,7 @@
 use super::core::{remote_socket, Command, Core, Local, Operation};
 use super::driver::Subscriber;
 use crate::protocol::adapter::{Broadcast, Selector};
-use crate::protocol::sharded::{self, encode, Message, ShardedChannels, SubscriptionMode};
+use crate::protocol::sharded::{self, encode, Encoding, Message, ShardedChannels, SubscriptionMode};
 use serde_json::Value;
 
 /// The channels this node subscribes to for `local`: the base channel and its own response
@@ -39,7 +39,7 @@ pub(super) fn broadcast(
 ) -> (String, Vec<u8>) {
     (
         channels.for_broadcast(mode, &message.selector.rooms),
-        encode::broadcast(message, uid, None),
+        encode::broadcast(message, uid, None).bytes(),
     )
 }
 
@@ -51,13 +51,17 @@ pub(super) fn command(
     selector: &Selector,
     command: &Command<'_>,
 ) -> (String, Vec<u8>) {
-    let bytes = match command {
+    (channels.base.clone(), outgoing(uid, nsp, selector, command).bytes())
+}
+
+/// The message of a request to every node.
+pub(super) fn outgoing(uid: &str, nsp: &str, selector: &Selector, command: &Command<'_>) -> sharded::Outgoing {
+    match command {
         Command::Join(rooms) => encode::sockets_join(uid, nsp, selector, rooms, true),
         Command::Leave(rooms) => encode::sockets_join(uid, nsp, selector, rooms, false),
         Command::Disconnect { close } => encode::disconnect_sockets(uid, nsp, selector, *close),
         Command::ServerSideEmit(data) => encode::server_side_emit(uid, nsp, data),
-    };
-    (channels.base.clone(), bytes)
+    }
 }
 
 /// Whether this node is meant to be subscribed to shard channel `channel` now.
@@ -72,22 +76,24 @@ pub(super) fn wants(channels: &ShardedChannels, mode: SubscriptionMode, local: &
     }
 }
 
-/// Handles a message on `channel` if it is one of `local`'s; returns whether it was.
+/// Handles a message on `channel` if it is one of `local`'s; returns whether it was. Answers
+/// go out in `encoding` (the Redis Streams adapter's pub/sub reads only msgpack).
 pub(super) async fn on_message(
     core: &Core,
     channels: &ShardedChannels,
     local: &Local,
     channel: &str,
     payload: &[u8],
+    encoding: Encoding,
 ) -> bool {
     if channel == channels.base {
-        on_sharded(core, channels, local, None, payload).await;
+        on_sharded(core, channels, local, None, payload, encoding).await;
         return true;
     }
     if let Some(suffix) = channels.suffix_of(channel) {
         // Responses to this node: it sends no requests, so none are awaited.
         if suffix != local.uid {
-            on_sharded(core, channels, local, Some(suffix), payload).await;
+            on_sharded(core, channels, local, Some(suffix), payload, encoding).await;
         }
         return true;
     }
@@ -95,7 +101,14 @@ pub(super) async fn on_message(
 }
 
 /// A message from the base channel, or from `room`'s channel.
-async fn on_sharded(core: &Core, channels: &ShardedChannels, local: &Local, room: Option<&str>, payload: &[u8]) {
+async fn on_sharded(
+    core: &Core,
+    channels: &ShardedChannels,
+    local: &Local,
+    room: Option<&str>,
+    payload: &[u8],
+    encoding: Encoding,
+) {
     // A room channel for a room nobody here is in any more: nothing to decode.
     if room.is_some_and(|room| !local.nsp.has_members(room)) {
         return;
@@ -115,10 +128,20 @@ async fn on_sharded(core: &Core, channels: &ShardedChannels, local: &Local, room
     if envelope.nsp.as_deref() != Some(&*local.nsp.name) {
         return;
     }
-    let message = envelope.message;
+    on_peer_message(core, local, channels.response_for(&sender), envelope.message, encoding).await;
+}
+
+/// What a peer's message does here; answers go to `reply_to` in `encoding`. Shared with the
+/// Redis Streams adapter, whose messages are the same (only their carriers differ).
+pub(super) async fn on_peer_message(
+    core: &Core,
+    local: &Local,
+    reply_to: String,
+    message: Message,
+    encoding: Encoding,
+) {
     core.handled(message.label());
     let nsp = &local.nsp;
-    let reply_to = channels.response_for(&sender);
     match message {
         Message::Broadcast {
             broadcast,
@@ -133,8 +156,8 @@ async fn on_sharded(core: &Core, channels: &ShardedChannels, local: &Local, room
                 nsp,
                 broadcast,
                 reply_to,
-                |count| encode::client_count(&local.uid, &nsp.name, &request_id, count),
-                move |first| encode::broadcast_ack(&uid, &name, &id, first),
+                |count| encode::client_count(&local.uid, &nsp.name, &request_id, count).encode(encoding),
+                move |first| encode::broadcast_ack(&uid, &name, &id, first).encode(encoding),
             );
         }
         Message::SocketsJoin { selector, rooms } => core.apply(nsp, &selector, Operation::Join(&rooms)).await,
@@ -147,7 +170,7 @@ async fn on_sharded(core: &Core, channels: &ShardedChannels, local: &Local, room
             let build = move || {
                 let sockets = shared.select(&selector.rooms, &selector.except);
                 let sockets = sockets.iter().map(|s| remote_socket(s)).collect();
-                encode::fetch_sockets_response(&uid, &name, &request_id, sockets)
+                encode::fetch_sockets_response(&uid, &name, &request_id, sockets).encode(encoding)
             };
             core.respond_later(build, &reply_to);
         }
@@ -155,7 +178,7 @@ async fn on_sharded(core: &Core, channels: &ShardedChannels, local: &Local, room
             // No server-side handlers run here; an ack request is answered without a value, so
             // the Node caller gets every server's answer instead of waiting for its timeout.
             if let Some(id) = request_id {
-                let bytes = encode::server_side_emit_response(&local.uid, &nsp.name, &id, Value::Null);
+                let bytes = encode::server_side_emit_response(&local.uid, &nsp.name, &id, Value::Null).encode(encoding);
                 core.respond(&reply_to, bytes);
             }
         }

@@ -1,7 +1,7 @@
 //! Where Redis is and which adapter protocol the cluster speaks (shared by serving and
 //! publishing), and the flags of `wsgate emit` / `wsgate disconnect`.
 
-use crate::cluster::AdapterProtocol;
+use crate::cluster::{AdapterProtocol, StreamsSettings};
 use crate::protocol::sharded::SubscriptionMode;
 use crate::redis_connection::{RedisTarget, TargetError};
 use clap::{Args, ValueEnum};
@@ -29,10 +29,24 @@ pub struct RedisArgs {
     /// the sharded adapter's `channelPrefix`).
     #[arg(long, env = "WSGATE_ADAPTER_KEY", default_value = "socket.io")]
     pub adapter_key: String,
-    /// The Node adapter the cluster speaks: classic (`createAdapter`, PUBLISH) or sharded
-    /// (`createShardedAdapter`, SPUBLISH, Redis 7+). Every node must use the same.
+    /// The Node adapter the cluster speaks: classic (`@socket.io/redis-adapter` `createAdapter`,
+    /// PUBLISH), sharded (`createShardedAdapter`, SPUBLISH, Redis 7+) or streams
+    /// (`@socket.io/redis-streams-adapter`, Redis Streams; needed for connection state
+    /// recovery). Every node must use the same.
     #[arg(long, env = "WSGATE_ADAPTER", value_enum, default_value = "classic")]
     pub adapter: AdapterKind,
+    /// Streams adapter only: the stream key (`streamName`), or its prefix with --stream-count > 1.
+    #[arg(long, env = "WSGATE_STREAM_NAME", default_value = "socket.io")]
+    pub stream_name: String,
+    /// Streams adapter only: how many streams namespaces are spread over (`streamCount`). Node
+    /// maps some namespaces to a negative index no Node node reads (a warning names them); 1
+    /// is always safe.
+    #[arg(long, env = "WSGATE_STREAM_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub stream_count: u32,
+    /// Streams adapter only: entries kept per stream (`maxLen`, XADD MAXLEN ~). Recovery can only
+    /// replay what is still in the stream.
+    #[arg(long, env = "WSGATE_STREAM_MAXLEN", default_value_t = 10_000)]
+    pub stream_maxlen: u64,
     /// Sharded adapter only: which rooms get channels of their own (`subscriptionMode`):
     /// dynamic (rooms other than socket ids), dynamic-private (every room) or static (none).
     /// Every node must use the same.
@@ -45,6 +59,7 @@ pub struct RedisArgs {
 pub enum AdapterKind {
     Classic,
     Sharded,
+    Streams,
 }
 
 /// A value of `--subscription-mode`.
@@ -69,6 +84,11 @@ impl RedisArgs {
                 SubscriptionModeArg::Dynamic => SubscriptionMode::Dynamic,
                 SubscriptionModeArg::DynamicPrivate => SubscriptionMode::DynamicPrivate,
                 SubscriptionModeArg::Static => SubscriptionMode::Static,
+            }),
+            AdapterKind::Streams => AdapterProtocol::Streams(StreamsSettings {
+                name: self.stream_name.clone(),
+                count: self.stream_count,
+                max_len: self.stream_maxlen,
             }),
         }
     }

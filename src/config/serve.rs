@@ -334,6 +334,18 @@ pub struct ClusterArgs {
     #[arg(long, env = "WSGATE_MAX_ACK_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub max_ack_timeout: Duration,
 
+    /// Connection state recovery (Socket.IO's `maxDisconnectionDuration`): how long after a
+    /// dropped connection a client may reconnect with its pid and offset and get its socket id,
+    /// rooms and the events it missed back. Default 2m with --adapter streams; 0 turns it off;
+    /// other adapters cannot recover (they keep no event log).
+    #[arg(long, env = "WSGATE_RECOVERY_WINDOW", value_parser = parse_duration)]
+    pub recovery_window: Option<Duration>,
+
+    /// Most events one recovery replays; a client that missed more (or whose offset was trimmed
+    /// from the stream) gets a fresh socket instead.
+    #[arg(long, env = "WSGATE_RECOVERY_MAX_REPLAY", default_value_t = 10_000)]
+    pub recovery_max_replay: usize,
+
     /// Merge the flags session revocation needs (Kgxe$) into Redis's notify-keyspace-events at
     /// start (and after Redis restarts), so a logout or expiry closes sockets within a second.
     /// Without it a missing setting is reported, and the periodic revalidation still applies.

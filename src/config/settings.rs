@@ -52,6 +52,10 @@ pub enum ConfigError {
     BadStore(#[source] StoreError),
     #[error("--pg-notify needs --session-store postgres")]
     NotifyWithoutPostgres,
+    #[error("--recovery-window needs --adapter streams (connection state recovery replays from the Redis Streams adapter's stream; the classic and sharded adapters keep no event log): add --adapter streams on every node, or drop --recovery-window")]
+    RecoveryNeedsStreams,
+    #[error("--recovery-max-replay must be positive")]
+    ZeroMaxReplay,
 }
 
 /// Everything a node needs to start, built from the flags.
@@ -134,7 +138,29 @@ impl ServeArgs {
         if let Some(name) = self.listener.sticky_cookie.as_ref().filter(|n| !is_cookie_name(n)) {
             return Err(ConfigError::BadCookieName(name.clone()));
         }
+        let streams = self.cluster.redis.adapter == crate::config::publish::AdapterKind::Streams;
+        if !streams && self.cluster.recovery_window.is_some_and(|w| !w.is_zero()) {
+            return Err(ConfigError::RecoveryNeedsStreams);
+        }
+        if self.cluster.recovery_max_replay == 0 {
+            return Err(ConfigError::ZeroMaxReplay);
+        }
         Ok(())
+    }
+
+    /// Connection state recovery, if on: 2 minutes by default with the streams adapter.
+    fn recovery(&self) -> Option<crate::cluster::RecoverySettings> {
+        let c = &self.cluster;
+        if c.redis.adapter != crate::config::publish::AdapterKind::Streams {
+            return None;
+        }
+        let defaults = crate::cluster::RecoverySettings::default();
+        let window = c.recovery_window.unwrap_or(defaults.window);
+        (!window.is_zero()).then_some(crate::cluster::RecoverySettings {
+            window,
+            max_replay: c.recovery_max_replay,
+            ..defaults
+        })
     }
 
     fn redis_target(&self) -> Result<RedisTarget, ConfigError> {
@@ -242,6 +268,7 @@ impl ServeArgs {
             prefix: self.cluster.redis.adapter_key.clone(),
             max_ack_timeout: self.cluster.max_ack_timeout,
             protocol: self.cluster.redis.adapter_protocol(),
+            recovery: self.recovery(),
             // Keyspace events come through the adapter's Redis: only when the sessions are there.
             keyspace: self.sessions_in_adapter_redis().then(|| KeyspaceOptions {
                 session_prefix: self.session_prefix(),

@@ -9,9 +9,13 @@
 use super::hub::Gateway;
 use super::pending::PendingSlot;
 use super::policy::{self, Refusal};
+use super::recovery::{Recovery, Restored};
+use super::socket::Room;
 use super::socket::{frames, Socket};
 use crate::auth::{AuthError, Identity};
-use crate::metrics::{Auth, InboundEvent, InvalidNamespace, Label, Malformed, RoomRequest, UnhandledEvent};
+use crate::metrics::{
+    Auth, InboundEvent, InvalidNamespace, Label, Malformed, Recovery as RecoveryOutcome, RoomRequest, UnhandledEvent,
+};
 use crate::protocol::handshake::Handshake;
 use crate::protocol::new_id;
 use crate::protocol::socketio::{Decoder, Packet, PacketKind};
@@ -114,16 +118,22 @@ impl Gateway {
                         break CloseReason::ParseError;
                     }
                 };
-                if packet.kind == PacketKind::Connect {
-                    // Boxed: it runs once per connection, and inline its state would make every
+                let handled = if packet.kind == PacketKind::Connect && !connection.joined(&packet.nsp) {
+                    // Boxed: it runs once per namespace, and inline its state would make every
                     // connection's task larger for its whole life.
-                    Box::pin(connection.look_up_identity()).await;
-                }
-                if let Err(reason) = connection.on_packet(&mut conn, packet) {
+                    connection.connect_boxed(&mut conn, packet).await
+                } else {
+                    connection.on_packet(packet)
+                };
+                if let Err(reason) = handled {
                     break reason;
                 }
             };
+            let recoverable = super::recovery::recoverable(reason);
             for (_, socket) in connection.sockets.drain(..) {
+                // Told while the socket still has its rooms (its record keeps them). Gone
+                // already: the server disconnected it, which is final.
+                self.socket_closed(&socket, socket.is_connected() && recoverable);
                 if let Some(nsp) = self.namespace(&socket.nsp) {
                     nsp.remove(&socket);
                 }
@@ -137,6 +147,13 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// A socket left for good or for now: its recovery record is kept or deleted.
+    fn socket_closed(&self, socket: &Socket, recoverable: bool) {
+        if let (Some(recovery), Some(_)) = (self.recovery(), &socket.pid) {
+            recovery.closed(socket, recoverable);
+        }
+    }
+
     /// Counts and logs client input refused to bound what one session can hold; returns the
     /// reason its session ends with.
     fn refuse_input(&self, engine_sid: &str, what: Malformed, reason: CloseReason) -> CloseReason {
@@ -226,11 +243,16 @@ impl Connection<'_> {
         self.identity = identity;
     }
 
-    fn on_packet(&mut self, conn: &mut EngineSession, packet: Packet) -> Result<(), CloseReason> {
+    /// Whether the connection has a socket in namespace `nsp`.
+    fn joined(&self, nsp: &str) -> bool {
+        self.sockets.iter().any(|(joined, _)| **joined == *nsp)
+    }
+
+    /// A packet for a namespace (CONNECTs to a new one are [`Connection::connect`]'s).
+    fn on_packet(&mut self, packet: Packet) -> Result<(), CloseReason> {
         let joined = self.sockets.iter().position(|(nsp, _)| **nsp == *packet.nsp);
         match (packet.kind, joined) {
-            (PacketKind::Connect, None) => self.connect(conn, packet),
-            (PacketKind::Connect, Some(_)) | (PacketKind::ConnectError, _) => {
+            (PacketKind::Connect | PacketKind::ConnectError, _) => {
                 self.gateway.metrics.inc(Malformed::InvalidState);
                 Err(CloseReason::ParseError)
             }
@@ -243,6 +265,7 @@ impl Connection<'_> {
                 if !socket.is_connected() {
                     // Disconnected by the server while this packet was on its way: drop it.
                     self.sockets.swap_remove(index);
+                    self.gateway.socket_closed(&socket, false);
                     return Ok(());
                 }
                 match kind {
@@ -251,6 +274,7 @@ impl Connection<'_> {
                         if let Some(nsp) = self.gateway.namespace(&socket.nsp) {
                             nsp.remove(&socket);
                         }
+                        self.gateway.socket_closed(&socket, false);
                     }
                     PacketKind::Event => self.event(&socket, packet)?,
                     PacketKind::Ack => {
@@ -267,10 +291,25 @@ impl Connection<'_> {
         }
     }
 
-    fn connect(&mut self, conn: &mut EngineSession, packet: Packet) -> Result<(), CloseReason> {
+    /// [`Connection::connect`] after the session lookup, on the heap.
+    fn connect_boxed<'c>(
+        &'c mut self,
+        conn: &'c mut EngineSession,
+        packet: Packet,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CloseReason>> + Send + 'c>> {
+        Box::pin(async move {
+            self.look_up_identity().await;
+            self.connect(conn, packet).await
+        })
+    }
+
+    /// A CONNECT to a namespace this connection has not joined: refused (unknown namespace,
+    /// failed authentication, too many sockets of the user), restored (a reconnect with
+    /// `{pid, offset}` whose record is the same user's), or a fresh socket.
+    async fn connect(&mut self, conn: &mut EngineSession, packet: Packet) -> Result<(), CloseReason> {
         let gateway = self.gateway;
         let outbox = conn.outbox().clone();
-        let Some(nsp) = gateway.namespace(&packet.nsp) else {
+        let Some(nsp) = gateway.namespace(&packet.nsp).cloned() else {
             gateway.metrics.inc(InvalidNamespace::NotServed);
             outbox.push(&frames(&Packet::connect_error(&packet.nsp, "Invalid namespace")));
             return Ok(());
@@ -322,31 +361,114 @@ impl Connection<'_> {
             Some(Ok(identity)) => Some(identity.session_id.as_str().into()),
             _ => None,
         };
+        let recovery = gateway.recovery().cloned();
+        let restored = match (&recovery, super::recovery::requested(packet.data.as_ref())) {
+            (Some(recovery), Some((pid, offset))) => self.restore(&**recovery, &nsp.name, pid, offset).await,
+            _ => None,
+        };
         // Connected: the session's place in the pending budget is given back.
         if matches!(self.held.as_deref(), Some(Held::Pending { .. })) {
             self.held = None;
         }
+        let (id, pid) = match &restored {
+            Some(restored) => (restored.sid.clone(), Some(restored.pid.clone())),
+            None => (new_id(), recovery.as_ref().map(|_| new_id())),
+        };
         let socket = Socket::new(
             nsp.name.clone(),
-            new_id().into(),
+            id.into(),
             outbox,
             data,
             self.handshake.clone(),
             session,
+            pid.map(Into::into),
         );
-        nsp.add(&socket, rooms);
+        let reply = match &socket.pid {
+            Some(pid) => Packet::connect_ok_with_pid(&nsp.name, &socket.id, pid),
+            None => Packet::connect_ok(&nsp.name, &socket.id),
+        };
+        match (restored, &recovery) {
+            (Some(restored), Some(recovery)) => {
+                let rooms = self.restored_rooms(&socket, &restored.rooms, rooms);
+                gateway.metrics.inc(RecoveryOutcome::Recovered);
+                gateway
+                    .metrics
+                    .add(crate::metrics::RecoveryReplay::Events, restored.replay.len() as u64);
+                tracing::debug!(nsp = %nsp.name, socket = %socket.id, replayed = restored.replay.len(), "socket recovered");
+                recovery.resume(&nsp, socket.clone(), rooms, restored, reply).await;
+            }
+            _ => {
+                nsp.add(&socket, rooms);
+                socket.send(&reply);
+            }
+        }
         let ttl = match &self.identity {
             Some(Ok(identity)) => identity.ttl_secs,
             _ => 0,
         };
         gateway.sessions.add(&socket, ttl);
         conn.namespace_connected();
-        socket.send(&Packet::connect_ok(&nsp.name, &socket.id));
         self.sockets.push((nsp.name.clone(), socket.clone()));
         // The CONNECT payload goes to the hooks and is not kept: a client controls its size.
         let auth = packet.data.unwrap_or_else(|| json!({}));
         gateway.hooks.on_connect(&socket, &auth);
         Ok(())
+    }
+
+    /// Takes the record of `pid` and the events missed since `offset`, if the record is this
+    /// user's; else counts why the client gets a fresh socket. Recovery never bypasses
+    /// authentication: the handshake was checked like any other, and a record left by another
+    /// user (a logout and a login while the client was away) is not given back.
+    async fn restore(&self, recovery: &dyn Recovery, nsp: &str, pid: &str, offset: &str) -> Option<Restored> {
+        let metrics = &self.gateway.metrics;
+        match recovery.restore(nsp, pid, offset).await {
+            Ok(restored) => {
+                let user = match &self.identity {
+                    Some(Ok(identity)) => Some(&identity.user),
+                    _ => None,
+                };
+                if user.is_none_or(|user| restored.data.get("user") == Some(user)) {
+                    return Some(restored);
+                }
+                metrics.inc(RecoveryOutcome::RefusedAuth);
+                tracing::info!(
+                    nsp,
+                    "recovery refused: the record belongs to another user; a fresh socket instead"
+                );
+                None
+            }
+            Err(outcome) => {
+                metrics.inc(outcome);
+                tracing::debug!(nsp, outcome = outcome.as_str(), "no recovery; a fresh socket instead");
+                None
+            }
+        }
+    }
+
+    /// The rooms a restored socket joins: what it was in, except the rooms wsgate assigns, which
+    /// are assigned again from today's identity (`assigned`). Rooms it was in that a client may
+    /// join by itself (`--allow-join`) stay its own to leave.
+    fn restored_rooms(&mut self, socket: &Socket, was_in: &[String], assigned: Vec<Room>) -> Vec<Room> {
+        let policy = &self.gateway.policy;
+        let user = policy::user_text(socket.user.as_ref().unwrap_or(&Value::Null));
+        let mut rooms = assigned;
+        let mut own = Vec::new();
+        for room in was_in {
+            if *room == *socket.id || self.gateway.is_reserved_room(room) || rooms.iter().any(|r| **r == **room) {
+                continue;
+            }
+            let room: Room = room.as_str().into();
+            if own.len() < policy.max_rooms_per_socket && policy.allow_join.iter().any(|p| p.matches(&room, &user)) {
+                own.push(room.clone());
+            }
+            rooms.push(room);
+        }
+        match self.held.as_deref_mut() {
+            Some(Held::OwnRooms(list)) => list.extend(own),
+            _ if own.is_empty() => {}
+            _ => self.held = Some(Box::new(Held::OwnRooms(own))),
+        }
+        rooms
     }
 
     fn event(&mut self, socket: &Arc<Socket>, packet: Packet) -> Result<(), CloseReason> {

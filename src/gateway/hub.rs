@@ -9,6 +9,7 @@
 use super::namespace::{Namespace, Namespaces};
 use super::pending::PendingSessions;
 use super::policy::{ClientPolicy, RoomPattern, UserBudgets};
+use super::recovery::Recovery;
 use super::sessions::{Revocation, Sessions};
 use super::socket::{Room, Socket};
 use crate::auth::{Identity, SessionAuth};
@@ -174,6 +175,8 @@ pub struct Gateway {
     pub(super) admission: Admission,
     /// Sessions not yet connected (see [`Admission`]).
     pending: Arc<PendingSessions>,
+    /// Connection state recovery, when the cluster adapter provides it.
+    recovery: std::sync::OnceLock<Arc<dyn Recovery>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -206,8 +209,19 @@ impl Gateway {
                 config.admission.max_pending_sessions_per_ip,
             ),
             admission: config.admission,
+            recovery: std::sync::OnceLock::new(),
             metrics: config.metrics,
         })
+    }
+
+    /// Turns connection state recovery on (once; the cluster adapter calls it at start).
+    pub fn set_recovery(&self, recovery: Arc<dyn Recovery>) {
+        let _ = self.recovery.set(recovery);
+    }
+
+    /// Connection state recovery, if it is on.
+    pub fn recovery(&self) -> Option<&Arc<dyn Recovery>> {
+        self.recovery.get()
     }
 
     pub fn auth(&self) -> Option<&SessionAuth> {

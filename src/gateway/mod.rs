@@ -16,6 +16,7 @@ mod hub;
 mod namespace;
 mod pending;
 mod policy;
+mod recovery;
 mod sessions;
 mod socket;
 
@@ -24,5 +25,6 @@ pub use hub::{Admission, Gateway, GatewayConfig, NoHooks, RoomTemplates, SocketH
 pub use namespace::{Namespace, Namespaces, RoomEvent};
 pub use pending::{PendingFull, PendingSessions, PendingSlot};
 pub use policy::{ClientPolicy, Refusal, RoomPattern};
+pub use recovery::{recoverable, BoxFuture, Recovery, Restored};
 pub use sessions::{Revocation, Sessions};
 pub use socket::{frames, AckHandler, Room, Socket, MAX_PENDING_ACKS};

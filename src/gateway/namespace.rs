@@ -133,6 +133,7 @@ impl Namespace {
         if !rooms.insert(room.clone()) {
             return;
         }
+        socket.rooms_changed();
         // A socket's own-id room is answered from the socket map: no entry of its own.
         if room == socket.id {
             self.room_event(|| RoomEvent::Created(room), true);
@@ -154,6 +155,7 @@ impl Namespace {
         if !rooms.remove(room) {
             return;
         }
+        socket.rooms_changed();
         if room != &*socket.id {
             self.remove_member(room, &socket.id);
         } else {
@@ -461,6 +463,7 @@ mod tests {
             Arc::new(Outbox::new(1 << 20, Arc::default())),
             None,
             Arc::default(),
+            None,
             None,
         );
         nsp.add(&s, ["all".into()]);

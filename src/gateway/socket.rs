@@ -10,6 +10,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,10 @@ pub struct Socket {
     pub handshake: Arc<Handshake>,
     /// The express-session id the socket was authenticated with (`None` without auth).
     pub session: Option<Arc<str>>,
+    /// Its private id for connection state recovery (`None` with recovery off).
+    pub pid: Option<Arc<str>>,
+    /// Its rooms changed since its recovery record was last written.
+    record_dirty: AtomicBool,
     pub(super) outbox: Arc<Outbox>,
     /// Rooms this socket is in (a set: a peer may join it to thousands); `None` once it is gone.
     pub(super) rooms: Mutex<Option<HashSet<Room>>>,
@@ -63,6 +68,7 @@ impl Socket {
         user: Option<Value>,
         handshake: Arc<Handshake>,
         session: Option<Arc<str>>,
+        pid: Option<Arc<str>>,
     ) -> Arc<Self> {
         Arc::new(Socket {
             id,
@@ -70,6 +76,9 @@ impl Socket {
             user,
             handshake,
             session,
+            // A new socket's record is yet to be written.
+            record_dirty: AtomicBool::new(pid.is_some()),
+            pid,
             outbox,
             rooms: Mutex::new(Some(HashSet::new())),
             acks: Mutex::new(None),
@@ -82,6 +91,18 @@ impl Socket {
             Some(user) => serde_json::json!({ "user": user }),
             None => serde_json::json!({}),
         }
+    }
+
+    /// Marks the recovery record out of date (its rooms changed).
+    pub(super) fn rooms_changed(&self) {
+        if self.pid.is_some() {
+            self.record_dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the recovery record is out of date; it is taken as written from now on.
+    pub fn take_record_dirty(&self) -> bool {
+        self.record_dirty.swap(false, Ordering::Relaxed)
     }
 
     pub fn is_connected(&self) -> bool {

@@ -179,6 +179,11 @@ pub(super) fn encode_msgpack(value: &Mp) -> Vec<u8> {
     out
 }
 
+/// One of a broadcast's `flags`, by name.
+pub fn flag<'v>(flags: &'v [(Mp, Mp)], name: &str) -> Option<&'v Mp> {
+    get(flags, name)
+}
+
 pub(super) fn get<'v>(map: &'v [(Mp, Mp)], key: &str) -> Option<&'v Mp> {
     map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
 }

@@ -10,6 +10,7 @@ pub mod engineio;
 pub mod handshake;
 pub mod sharded;
 pub mod socketio;
+pub mod streams;
 
 use base64::Engine as _;
 use rand::RngCore as _;

@@ -8,8 +8,8 @@
 //! `MessageType`, not the classic adapter's request codes.
 
 use super::adapter::{
-    decode_json_or_msgpack, encode_msgpack, flags, get, room_name, rooms, selector, to_client_args, AdapterError,
-    Broadcast, Selector,
+    decode_json_or_msgpack, encode_msgpack, flags, from_client_value, get, room_name, rooms, selector, to_client_args,
+    AdapterError, Broadcast, Selector,
 };
 use crate::metrics::AdapterMessage;
 use rmpv::Value as Mp;
@@ -188,8 +188,16 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, AdapterError> {
     let data = get(map, "data").and_then(Mp::as_map).map(Vec::as_slice).unwrap_or(&[]);
     let uid = text(get(map, "uid"));
     let nsp = text(get(map, "nsp"));
+    let message = message(code, data, uid.as_deref(), nsp.as_deref())?;
+    Ok(Envelope { uid, nsp, message })
+}
+
+/// The message of type `code` with `data`, from sender `uid` in namespace `nsp`: what every
+/// carrier of socket.io-adapter's `ClusterAdapter` messages (shard channels, Redis Streams
+/// entries) decodes to.
+pub fn message(code: i64, data: &[(Mp, Mp)], uid: Option<&str>, nsp: Option<&str>) -> Result<Message, AdapterError> {
     let request_id = || text(get(data, "requestId"));
-    let message = match code {
+    Ok(match code {
         kind::BROADCAST => {
             let packet = get(data, "packet")
                 .and_then(Mp::as_map)
@@ -205,8 +213,8 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, AdapterError> {
                 .clone();
             Message::Broadcast {
                 broadcast: Broadcast {
-                    uid: uid.clone(),
-                    nsp: nsp.clone().unwrap_or_default(),
+                    uid: uid.map(str::to_owned),
+                    nsp: nsp.unwrap_or_default().to_owned(),
                     data: args,
                     selector: selector(get(data, "opts")),
                     flags: flags(get(data, "opts")),
@@ -237,31 +245,90 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, AdapterError> {
         },
         kind::INITIAL_HEARTBEAT..=kind::ADAPTER_CLOSE => Message::Ignored(code),
         other => return Err(AdapterError::UnknownType(other)),
-    };
-    Ok(Envelope { uid, nsp, message })
+    })
 }
 
-/// Encoders: the bytes a Node node publishes for the same call.
-pub mod encode {
-    use super::*;
+/// A message on its way out: its type, `data`, sender and namespace, before it is put in
+/// bytes the way its carrier wants ([`Outgoing::bytes`], [`Outgoing::msgpack`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub code: i64,
+    pub data: Mp,
+    pub uid: String,
+    pub nsp: String,
+}
 
-    /// `{type, data, uid, nsp}`: JSON, or msgpack when `data` holds binary (only then, as Node).
-    fn envelope(code: i64, data: Mp, uid: &str, nsp: &str) -> Vec<u8> {
-        let (json, attachments) = to_client_args(std::slice::from_ref(&data));
-        if attachments.is_empty() {
-            let data = json.into_iter().next().unwrap_or(Json::Null);
-            json!({ "type": code, "data": data, "uid": uid, "nsp": nsp })
-                .to_string()
-                .into_bytes()
-        } else {
-            encode_msgpack(&Mp::Map(vec![
-                (Mp::from("type"), Mp::from(code)),
-                (Mp::from("data"), data),
-                (Mp::from("uid"), Mp::from(uid)),
-                (Mp::from("nsp"), Mp::from(nsp)),
-            ]))
+/// How a carrier puts an [`Outgoing`] message in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// The sharded adapter: JSON unless `data` holds binary.
+    JsonUnlessBinary,
+    /// The Redis Streams adapter's pub/sub: always msgpack.
+    Msgpack,
+}
+
+impl Outgoing {
+    fn new(code: i64, data: Mp, uid: &str, nsp: &str) -> Self {
+        Outgoing {
+            code,
+            data,
+            uid: uid.into(),
+            nsp: nsp.into(),
         }
     }
+
+    /// Whether `data` holds binary anywhere (Node then sends msgpack).
+    pub fn has_binary(&self) -> bool {
+        fn binary(value: &Mp) -> bool {
+            match value {
+                Mp::Binary(_) => true,
+                Mp::Array(items) => items.iter().any(binary),
+                Mp::Map(pairs) => pairs.iter().any(|(k, v)| binary(k) || binary(v)),
+                _ => false,
+            }
+        }
+        binary(&self.data)
+    }
+
+    /// `data` as `JSON.stringify` writes it (binary only as placeholders: check
+    /// [`Outgoing::has_binary`] first).
+    pub fn data_json(&self) -> Json {
+        let (json, _) = to_client_args(std::slice::from_ref(&self.data));
+        json.into_iter().next().unwrap_or(Json::Null)
+    }
+
+    /// `{type, data, uid, nsp}`: JSON, or msgpack when `data` holds binary (only then, as Node).
+    pub fn bytes(&self) -> Vec<u8> {
+        if self.has_binary() {
+            return self.msgpack();
+        }
+        json!({ "type": self.code, "data": self.data_json(), "uid": self.uid, "nsp": self.nsp })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// `{type, data, uid, nsp}` in msgpack.
+    pub fn msgpack(&self) -> Vec<u8> {
+        encode_msgpack(&Mp::Map(vec![
+            (Mp::from("type"), Mp::from(self.code)),
+            (Mp::from("data"), self.data.clone()),
+            (Mp::from("uid"), Mp::from(self.uid.as_str())),
+            (Mp::from("nsp"), Mp::from(self.nsp.as_str())),
+        ]))
+    }
+
+    /// The bytes `encoding` asks for.
+    pub fn encode(&self, encoding: Encoding) -> Vec<u8> {
+        match encoding {
+            Encoding::JsonUnlessBinary => self.bytes(),
+            Encoding::Msgpack => self.msgpack(),
+        }
+    }
+}
+
+/// Encoders: the messages a Node node sends for the same call.
+pub mod encode {
+    use super::*;
 
     fn list(rooms: &[String]) -> Mp {
         Mp::Array(rooms.iter().map(|r| Mp::from(r.as_str())).collect())
@@ -276,73 +343,69 @@ pub mod encode {
         ])
     }
 
+    fn map(pairs: Vec<(&str, Mp)>) -> Mp {
+        Mp::Map(pairs.into_iter().map(|(k, v)| (Mp::from(k), v)).collect())
+    }
+
     /// BROADCAST: `{packet: {type: 2, data}, [requestId], opts}`.
-    pub fn broadcast(message: &Broadcast, uid: &str, request_id: Option<&str>) -> Vec<u8> {
-        let packet = Mp::Map(vec![
-            (Mp::from("type"), Mp::from(2)),
-            (Mp::from("data"), Mp::Array(message.data.clone())),
-        ]);
-        let mut data = vec![(Mp::from("packet"), packet)];
+    pub fn broadcast(message: &Broadcast, uid: &str, request_id: Option<&str>) -> Outgoing {
+        let packet = map(vec![("type", Mp::from(2)), ("data", Mp::Array(message.data.clone()))]);
+        let mut data = vec![("packet", packet)];
         if let Some(id) = request_id {
-            data.push((Mp::from("requestId"), Mp::from(id)));
+            data.push(("requestId", Mp::from(id)));
         }
-        data.push((Mp::from("opts"), opts(&message.selector, &message.flags)));
-        envelope(kind::BROADCAST, Mp::Map(data), uid, &message.nsp)
+        data.push(("opts", opts(&message.selector, &message.flags)));
+        Outgoing::new(kind::BROADCAST, map(data), uid, &message.nsp)
     }
 
     /// SOCKETS_JOIN (`join`) or SOCKETS_LEAVE: `{opts, rooms}`.
-    pub fn sockets_join(uid: &str, nsp: &str, selector: &Selector, rooms: &[String], join: bool) -> Vec<u8> {
-        let data = Mp::Map(vec![
-            (Mp::from("opts"), opts(selector, &[])),
-            (Mp::from("rooms"), list(rooms)),
-        ]);
+    pub fn sockets_join(uid: &str, nsp: &str, selector: &Selector, rooms: &[String], join: bool) -> Outgoing {
+        let data = map(vec![("opts", opts(selector, &[])), ("rooms", list(rooms))]);
         let code = if join { kind::SOCKETS_JOIN } else { kind::SOCKETS_LEAVE };
-        envelope(code, data, uid, nsp)
+        Outgoing::new(code, data, uid, nsp)
     }
 
     /// DISCONNECT_SOCKETS: `{opts, close}`.
-    pub fn disconnect_sockets(uid: &str, nsp: &str, selector: &Selector, close: bool) -> Vec<u8> {
-        let data = Mp::Map(vec![
-            (Mp::from("opts"), opts(selector, &[])),
-            (Mp::from("close"), Mp::from(close)),
-        ]);
-        envelope(kind::DISCONNECT_SOCKETS, data, uid, nsp)
+    pub fn disconnect_sockets(uid: &str, nsp: &str, selector: &Selector, close: bool) -> Outgoing {
+        let data = map(vec![("opts", opts(selector, &[])), ("close", Mp::from(close))]);
+        Outgoing::new(kind::DISCONNECT_SOCKETS, data, uid, nsp)
     }
 
     /// SERVER_SIDE_EMIT without ack: `{packet: [event, ...args]}`.
-    pub fn server_side_emit(uid: &str, nsp: &str, packet: &[Mp]) -> Vec<u8> {
-        let data = Mp::Map(vec![(Mp::from("packet"), Mp::Array(packet.to_vec()))]);
-        envelope(kind::SERVER_SIDE_EMIT, data, uid, nsp)
+    pub fn server_side_emit(uid: &str, nsp: &str, packet: &[Mp]) -> Outgoing {
+        let data = map(vec![("packet", Mp::Array(packet.to_vec()))]);
+        Outgoing::new(kind::SERVER_SIDE_EMIT, data, uid, nsp)
     }
 
     /// FETCH_SOCKETS_RESPONSE: `{requestId, sockets}`.
-    pub fn fetch_sockets_response(uid: &str, nsp: &str, request_id: &str, sockets: Vec<Json>) -> Vec<u8> {
-        json!({ "type": kind::FETCH_SOCKETS_RESPONSE, "data": { "requestId": request_id, "sockets": sockets }, "uid": uid, "nsp": nsp })
-            .to_string()
-            .into_bytes()
+    pub fn fetch_sockets_response(uid: &str, nsp: &str, request_id: &str, sockets: Vec<Json>) -> Outgoing {
+        let sockets = Mp::Array(sockets.iter().map(|s| from_client_value(s, &[])).collect());
+        let data = map(vec![("requestId", Mp::from(request_id)), ("sockets", sockets)]);
+        Outgoing::new(kind::FETCH_SOCKETS_RESPONSE, data, uid, nsp)
     }
 
     /// SERVER_SIDE_EMIT_RESPONSE: `{requestId, packet}` (the handler's answer).
-    pub fn server_side_emit_response(uid: &str, nsp: &str, request_id: &str, packet: Json) -> Vec<u8> {
-        json!({ "type": kind::SERVER_SIDE_EMIT_RESPONSE, "data": { "requestId": request_id, "packet": packet }, "uid": uid, "nsp": nsp })
-            .to_string()
-            .into_bytes()
+    pub fn server_side_emit_response(uid: &str, nsp: &str, request_id: &str, packet: Json) -> Outgoing {
+        let data = map(vec![
+            ("requestId", Mp::from(request_id)),
+            ("packet", from_client_value(&packet, &[])),
+        ]);
+        Outgoing::new(kind::SERVER_SIDE_EMIT_RESPONSE, data, uid, nsp)
     }
 
     /// BROADCAST_CLIENT_COUNT: `{requestId, clientCount}`.
-    pub fn client_count(uid: &str, nsp: &str, request_id: &str, count: usize) -> Vec<u8> {
-        json!({ "type": kind::BROADCAST_CLIENT_COUNT, "data": { "requestId": request_id, "clientCount": count }, "uid": uid, "nsp": nsp })
-            .to_string()
-            .into_bytes()
+    pub fn client_count(uid: &str, nsp: &str, request_id: &str, count: usize) -> Outgoing {
+        let data = map(vec![
+            ("requestId", Mp::from(request_id)),
+            ("clientCount", Mp::from(count as u64)),
+        ]);
+        Outgoing::new(kind::BROADCAST_CLIENT_COUNT, data, uid, nsp)
     }
 
     /// BROADCAST_ACK: `{requestId, packet}`, `packet` the first argument of the client's ack.
-    pub fn broadcast_ack(uid: &str, nsp: &str, request_id: &str, packet: Mp) -> Vec<u8> {
-        let data = Mp::Map(vec![
-            (Mp::from("requestId"), Mp::from(request_id)),
-            (Mp::from("packet"), packet),
-        ]);
-        envelope(kind::BROADCAST_ACK, data, uid, nsp)
+    pub fn broadcast_ack(uid: &str, nsp: &str, request_id: &str, packet: Mp) -> Outgoing {
+        let data = map(vec![("requestId", Mp::from(request_id)), ("packet", packet)]);
+        Outgoing::new(kind::BROADCAST_ACK, data, uid, nsp)
     }
 }
 
@@ -402,7 +465,10 @@ mod tests {
             panic!("{envelope:?}")
         };
         assert_eq!(broadcast.data, vec![Mp::from("hello"), Mp::from(1)]);
-        assert_eq!(encode::broadcast(broadcast, "5982ec74e7d413ef", None), node.to_vec());
+        assert_eq!(
+            encode::broadcast(broadcast, "5982ec74e7d413ef", None).bytes(),
+            node.to_vec()
+        );
 
         // Observed: io.to("room1").emit("r", Buffer [1, 2]) on socket.io#/#room1#: msgpack.
         let bin = hex(
@@ -416,7 +482,7 @@ mod tests {
         };
         assert_eq!(broadcast.selector.rooms, vec!["room1".to_owned()]);
         assert_eq!(broadcast.data[1], Mp::Binary(vec![1, 2]));
-        assert_eq!(encode::broadcast(broadcast, "5982ec74e7d413ef", None), bin);
+        assert_eq!(encode::broadcast(broadcast, "5982ec74e7d413ef", None).bytes(), bin);
     }
 
     #[test]
@@ -434,10 +500,10 @@ mod tests {
             }
         );
         assert_eq!(
-            encode::client_count("f35b182a6664941a", "/", "2bd40a316fc7ca05", 1),
+            encode::client_count("f35b182a6664941a", "/", "2bd40a316fc7ca05", 1).bytes(),
             br#"{"type":11,"data":{"requestId":"2bd40a316fc7ca05","clientCount":1},"uid":"f35b182a6664941a","nsp":"/"}"#.to_vec()
         );
-        let join = encode::sockets_join("u", "/", &Selector::default(), &["r2".into()], true);
+        let join = encode::sockets_join("u", "/", &Selector::default(), &["r2".into()], true).bytes();
         assert_eq!(
             join,
             br#"{"type":4,"data":{"opts":{"rooms":[],"except":[],"flags":{}},"rooms":["r2"]},"uid":"u","nsp":"/"}"#
@@ -451,7 +517,7 @@ mod tests {
             }
         );
         // An ack carrying binary goes as msgpack.
-        let ack = encode::broadcast_ack("u", "/", "id", Mp::Binary(vec![9]));
+        let ack = encode::broadcast_ack("u", "/", "id", Mp::Binary(vec![9])).bytes();
         assert_eq!(ack[0], 0x84);
         assert_eq!(decode(&ack).unwrap().message, Message::Ignored(kind::BROADCAST_ACK));
         for garbage in [

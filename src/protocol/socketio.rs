@@ -61,6 +61,11 @@ impl Packet {
         Self::new(PacketKind::Connect, nsp, Some(json!({ "sid": socket_id })))
     }
 
+    /// A successful CONNECT with connection state recovery: `40{"sid":…,"pid":…}`.
+    pub fn connect_ok_with_pid(nsp: &str, socket_id: &str, pid: &str) -> Self {
+        Self::new(PacketKind::Connect, nsp, Some(json!({ "sid": socket_id, "pid": pid })))
+    }
+
     /// A refused CONNECT: `44{"message":…}` (what a Node middleware's `next(new Error(message))`
     /// produces; the official client stops retrying on it).
     pub fn connect_error(nsp: &str, message: &str) -> Self {

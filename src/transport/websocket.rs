@@ -37,6 +37,11 @@ pub(super) fn to_message(frame: Frame) -> Message {
 pub(super) fn read_error(err: axum::Error) -> CloseReason {
     match err.into_inner().downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => CloseReason::PayloadTooLarge,
+        // The TCP connection ended without a close frame (a phone changing networks, a proxy
+        // timing out): Node's "transport close", which a client recovers from.
+        Some(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => {
+            CloseReason::TransportClose
+        }
         Some(tungstenite::Error::Protocol(_)) => CloseReason::ParseError,
         Some(tungstenite::Error::Utf8(_)) => CloseReason::ParseError,
         Some(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => CloseReason::TransportClose,
