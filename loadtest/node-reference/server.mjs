@@ -9,6 +9,7 @@ import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 import { Server } from "socket.io";
 import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
+import { createAdapter as createStreamsAdapter } from "@socket.io/redis-streams-adapter";
 import session from "express-session";
 import { RedisStore } from "connect-redis";
 import { createClient, createCluster } from "redis";
@@ -24,7 +25,8 @@ const { values } = parseArgs({
     "session-store": { type: "string", default: "redis" },
     "session-store-url": { type: "string" },
     "session-prefix": { type: "string", default: "sess:" },
-    // createAdapter (classic) or createShardedAdapter (sharded), on one Redis or, with
+    // createAdapter (classic), createShardedAdapter (sharded) or the Redis Streams adapter with
+    // connection state recovery (streams, middlewares run on recovery too), on one Redis or, with
     // --redis-cluster, on a node-redis cluster client (--redis-url: seed nodes, comma-separated).
     adapter: { type: "string", default: "classic" },
     "redis-cluster": { type: "boolean", default: false },
@@ -44,7 +46,14 @@ await Promise.all([sessionClient.connect(), pubClient.connect(), subClient.conne
 const httpServer = createServer();
 const io = new Server(httpServer, {
   adapter:
-    values.adapter === "sharded" ? createShardedAdapter(pubClient, subClient) : createAdapter(pubClient, subClient),
+    values.adapter === "sharded"
+      ? createShardedAdapter(pubClient, subClient)
+      : values.adapter === "streams"
+        ? createStreamsAdapter(pubClient)
+        : createAdapter(pubClient, subClient),
+  ...(values.adapter === "streams"
+    ? { connectionStateRecovery: { maxDisconnectionDuration: 120000, skipMiddlewares: false } }
+    : {}),
   allowRequest: (req, callback) => {
     const origin = req.headers.origin;
     if (!origin) return callback(null, true);

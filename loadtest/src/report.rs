@@ -87,6 +87,17 @@ fn metrics(scenario: &str) -> &'static [Metric] {
             ("all clients back after restart 1 (s)", "/recovery_first_s", false),
             ("all clients back after restart 2 (s)", "/recovery_second_s", false),
         ],
+        "jitter" => &[
+            ("clients connected at the end", "/connected", true),
+            ("broadcasts published", "/published", true),
+            ("connections cut", "/cuts", true),
+            ("delivered (%)", "/delivered_pct", true),
+            ("duplicates", "/duplicates", false),
+            ("out of order", "/out_of_order", false),
+            ("reconnects recovered (%)", "/recovered_pct", true),
+            ("recovery p50 (ms)", "/recovery_p50_ms", false),
+            ("recovery p99 (ms)", "/recovery_p99_ms", false),
+        ],
         "churn" => &[
             ("observers", "/connected", true),
             ("churn connects", "/churn_connects", true),

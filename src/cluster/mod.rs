@@ -557,16 +557,27 @@ impl Cluster {
             (Some(key), Some(_), Some(position)) if position > restored.until => {
                 let mut conn = self.publisher.connection();
                 let mut session_rooms = restored.rooms;
-                match streams::range(&mut conn, &key, restored.until, Some(position), usize::MAX).await {
-                    Ok(entries) => {
-                        for (id, fields) in entries {
-                            if let Some(event) = recovery::replayed(&fields, id, &nsp.name, &mut session_rooms) {
-                                replay.push(event);
+                // In batches: the reader may be far past the replay's end (it is up to
+                // `position`, which bounds this).
+                let mut after = restored.until;
+                loop {
+                    match streams::range(&mut conn, &key, after, Some(position), 500).await {
+                        Ok(entries) => {
+                            let full = entries.len() == 500;
+                            for (id, fields) in entries {
+                                after = id;
+                                if let Some(event) = recovery::replayed(&fields, id, &nsp.name, &mut session_rooms) {
+                                    replay.push(event);
+                                }
+                            }
+                            if !full {
+                                break;
                             }
                         }
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, socket = %socket.id, "recovery: could not read the entries between the replay and live delivery; the socket may miss some");
+                        Err(err) => {
+                            tracing::warn!(error = %err, socket = %socket.id, "recovery: could not read the entries between the replay and live delivery; the socket may miss some");
+                            break;
+                        }
                     }
                 }
             }
