@@ -1,6 +1,6 @@
 //! Gateways on a real Redis Cluster (`--redis-cluster`, redis-server processes created with
-//! `redis-cli --cluster create`): sessions looked up and revalidated across slots, the sharded
-//! and classic adapters between nodes, and a master killed with its replica promoted.
+//! `redis-cli --cluster create`): sessions looked up and revalidated across slots, the sharded,
+//! classic and streams adapters between nodes (recovery included), and a master killed with its replica promoted.
 
 use rmpv::Value as Mp;
 use std::time::Duration;
@@ -380,5 +380,73 @@ async fn a_slot_migration_while_broadcasting() {
     println!(
         "slot migration: {after_move} broadcasts published until the move ended, {} received in all, {lost} lost",
         seen.len()
+    );
+}
+
+/// The Redis Streams adapter and connection state recovery on a cluster: the stream is one key
+/// on one master, records are keys on any master.
+#[tokio::test]
+async fn the_streams_adapter_and_recovery_on_a_cluster() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let mut conn = cluster.connection().await;
+    login(&mut conn, SIDS[0], "40").await;
+    let flags = ["--adapter", "streams"];
+    let (a, b) = (
+        cluster_gateway(&cluster, &flags).await,
+        cluster_gateway(&cluster, &flags).await,
+    );
+    let cookie = cookie_for(SIDS[0], SECRET);
+    let (mut client, _) = Client::open(a.local_addr(), &[("cookie", &cookie)]).await.unwrap();
+    client.send("40").await;
+    let answer: serde_json::Value = serde_json::from_str(client.text().await.strip_prefix("40").unwrap()).unwrap();
+    let (sid, pid) = (
+        answer["sid"].as_str().unwrap().to_owned(),
+        answer["pid"].as_str().unwrap().to_owned(),
+    );
+
+    // A broadcast from B is read back by A from the stream, with its offset.
+    let args =
+        |frame: String| -> Vec<serde_json::Value> { serde_json::from_str(frame.strip_prefix("42").unwrap()).unwrap() };
+    let mut delivered = None;
+    for _ in 0..100 {
+        // The readers start at the stream's end: until A's has started, a broadcast may pass it.
+        b.cluster()
+            .unwrap()
+            .broadcast("/", selector(&["user:40"]), vec![Mp::from("one")])
+            .await
+            .unwrap();
+        let next = tokio::time::timeout(Duration::from_millis(200), client.recv_within(Duration::from_secs(60))).await;
+        if let Ok(Received::Text(frame)) = next {
+            delivered = Some(frame);
+            break;
+        }
+    }
+    let first = args(delivered.expect("a broadcast read back from the stream"));
+    let offset = first.last().unwrap().as_str().unwrap().to_owned();
+    // Drop, miss one, recover on B.
+    drop(client);
+    for _ in 0..250 {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(format!("sio:session:{pid}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if ttl > 0 && ttl <= 120_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.cluster()
+        .unwrap()
+        .broadcast("/", selector(&["user:40"]), vec![Mp::from("missed")])
+        .await
+        .unwrap();
+    let (mut back, _) = Client::open(b.local_addr(), &[("cookie", &cookie)]).await.unwrap();
+    back.send(&format!(r#"40{{"pid":"{pid}","offset":"{offset}"}}"#)).await;
+    assert_eq!(args(back.text().await)[0], "missed");
+    let reply: serde_json::Value = serde_json::from_str(back.text().await.strip_prefix("40").unwrap()).unwrap();
+    assert_eq!(
+        (reply["sid"].as_str(), reply["pid"].as_str()),
+        (Some(&*sid), Some(&*pid))
     );
 }
