@@ -108,6 +108,9 @@ for system in wsgate node; do
   # A deploy: two nodes behind nginx, each restarted in turn (it starts and stops its own nodes).
   node loadtest/node-reference/rolling-restart.mjs --system $system --wsgate-bin "$BIN/wsgate" --redis-url "$REDIS" --secret "$SECRET" \
     --clients $ROLL --variant "$ROLL clients, 2 nodes behind nginx, each restarted in turn" --out "$RESULTS" >/dev/null
+  # The same deploy on the Redis Streams adapter with connection state recovery: nothing lost.
+  node loadtest/node-reference/rolling-restart.mjs --system $system --wsgate-bin "$BIN/wsgate" --redis-url "$REDIS" --secret "$SECRET" \
+    --clients $ROLL --adapter streams --variant "$ROLL clients, 2 nodes behind nginx, each restarted in turn, streams adapter with recovery" --out "$RESULTS" >/dev/null
   # Connection state recovery on the Redis Streams adapter: connections cut every 1-2 s.
   node loadtest/node-reference/jitter.mjs --system $system --wsgate-bin "$BIN/wsgate" --redis-url "$REDIS" --secret "$SECRET" \
     --clients $JIT --rate 20 --duration $JIT_DUR --out "$RESULTS" \
@@ -232,6 +235,8 @@ for line in open(sys.argv[1]):
     # Node's streams adapter may lose or repeat a few (a reconnect before its SET): wsgate only.
     if r["scenario"] == "jitter" and r["system"] == "wsgate" and (r.get("delivered_pct") != 100 or r.get("duplicates") or r.get("out_of_order")):
         bad.append(f"{name}: delivered {r.get('delivered_pct')} % duplicates {r.get('duplicates')} out of order {r.get('out_of_order')}")
+    if r["scenario"] == "rolling-restart" and r["system"] == "wsgate" and r.get("lost_total", 0) != 0:
+        bad.append(f"{name}: {r.get('lost_total')} broadcasts lost across recoveries")
     if r["scenario"] == "rolling-restart" and r.get("lost_after_reconnect") != 0:
         bad.append(f"{name}: {r.get('lost_after_reconnect')} broadcasts lost after a reconnect")
     if r["scenario"] == "polling" and (r.get("upgraded") != r["connected"] or r.get("upgrade_failed")):

@@ -5,8 +5,12 @@
 // until every client is connected again after each restart, and broadcasts lost by a client
 // after its last reconnect (must be 0). Prints one JSON result line, like loadgen.
 //
+// With `--adapter streams` both systems run the Redis Streams adapter with connection state
+// recovery and the broadcasts are stream entries: then every broadcast published while a client
+// existed must reach it, across its reconnects too (`lost_total`, must be 0 for wsgate).
+//
 //   node rolling-restart.mjs --system wsgate|node --wsgate-bin PATH --redis-url URL --secret S \
-//     --clients 2000 [--variant TEXT] [--out results.jsonl]
+//     --clients 2000 [--adapter classic|streams] [--variant TEXT] [--out results.jsonl]
 import { spawn, execFileSync } from "node:child_process";
 import { appendFileSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, Agent } from "node:http";
@@ -27,12 +31,14 @@ const { values: opts } = parseArgs({
     secret: { type: "string", default: "loadtest-secret" },
     clients: { type: "string", default: "2000" },
     variant: { type: "string", default: "" },
+    adapter: { type: "string", default: "classic" },
     out: { type: "string" },
   },
 });
 const here = path.dirname(new URL(import.meta.url).pathname);
 const repo = path.resolve(here, "../..");
 const N = Number(opts.clients);
+const STREAMS = opts.adapter === "streams";
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function freePort() {
@@ -66,8 +72,10 @@ function startNode(port) {
     opts.system === "wsgate"
       ? [opts["wsgate-bin"], ["--listen", `127.0.0.1:${port}`, "--redis-url", opts["redis-url"], "--session-secret", opts.secret, "--drain-timeout", "2000",
           // Every client comes through nginx, from one address: lift the per-address limits.
-          "--max-handshakes-per-second-per-ip", "0", "--max-pending-sessions-per-ip", "0", "--max-connections-per-user", "0"]]
-      : [process.execPath, [path.join(here, "server.mjs"), "--port", String(port), "--redis-url", opts["redis-url"], "--secret", opts.secret]];
+          "--max-handshakes-per-second-per-ip", "0", "--max-pending-sessions-per-ip", "0", "--max-connections-per-user", "0",
+          ...(STREAMS ? ["--adapter", "streams"] : [])]]
+      : [process.execPath, [path.join(here, "server.mjs"), "--port", String(port), "--redis-url", opts["redis-url"], "--secret", opts.secret,
+          ...(STREAMS ? ["--adapter", "streams"] : [])]];
   const child = spawn(args[0], args[1], { stdio: "ignore" });
   children.push(child);
   return child;
@@ -133,13 +141,17 @@ const nginx = await startNginx(ports);
 // Clients from many source addresses, so nginx's address hash spreads them over both nodes.
 const clients = [];
 for (let i = 0; i < N; i++) {
-  const state = { intervals: [], seqs: new Set(), connectedAt: null, disconnects: 0 };
+  const state = { intervals: [], seqs: new Set(), connectedAt: null, firstConnectedAt: null, disconnects: 0, recovered: 0 };
   const socket = io(nginx.url, {
     transports: ["websocket"],
     agent: new Agent({ localAddress: `127.0.${1 + (i % 250)}.${1 + Math.floor(i / 250)}` }),
     extraHeaders: { cookie: cookies[i], origin: nginx.url },
   });
-  socket.on("connect", () => (state.connectedAt = Date.now()));
+  socket.on("connect", () => {
+    state.connectedAt = Date.now();
+    state.firstConnectedAt ??= state.connectedAt;
+    if (socket.recovered) state.recovered++;
+  });
   socket.on("disconnect", () => {
     state.intervals.push([state.connectedAt, Date.now()]);
     state.connectedAt = null;
@@ -159,7 +171,18 @@ const published = [];
 let seq = 0;
 const publisher = setInterval(() => {
   published.push([seq, Date.now()]);
-  emitter.to("user:observers").emit("tick", { seq: seq++ });
+  if (STREAMS) {
+    // What @socket.io/redis-streams-emitter appends.
+    const data = JSON.stringify({
+      packet: { type: 2, data: ["tick", { seq: seq++ }], nsp: "/" },
+      opts: { rooms: ["user:observers"], flags: {}, except: [] },
+    });
+    emitterClient.xAdd("socket.io", "*", { uid: "emitter", nsp: "/", type: "3", data }, {
+      TRIM: { strategy: "MAXLEN", strategyModifier: "~", threshold: 10000 },
+    });
+  } else {
+    emitter.to("user:observers").emit("tick", { seq: seq++ });
+  }
 }, 50);
 
 await sleep(1000);
@@ -181,11 +204,17 @@ await sleep(1000);
 
 // After its last reconnect, a client must get every broadcast (50 ms of margin for one in flight).
 let lost = 0;
+let lostTotal = 0;
 let reconnected = 0;
+let recovered = 0;
 for (const { state } of clients) {
   if (state.disconnects > 0) reconnected++;
+  recovered += state.recovered;
   const since = (state.connectedAt ?? Infinity) + 50;
   for (const [s, at] of published) if (at > since && !state.seqs.has(s)) lost++;
+  // Every broadcast after the client first connected (recovery replays what a reconnect missed).
+  const first = (state.firstConnectedAt ?? Infinity) + 50;
+  for (const [s, at] of published) if (at > first && !state.seqs.has(s)) lostTotal++;
 }
 const result = {
   scenario: "rolling-restart",
@@ -199,6 +228,7 @@ const result = {
   disconnected_per_client: clients.reduce((a, c) => a + c.state.disconnects, 0) / N,
   published: published.length,
   lost_after_reconnect: lost,
+  ...(STREAMS ? { lost_total: lostTotal, recovered_reconnects: recovered } : {}),
   recovery_first_s: recoveries[0],
   recovery_second_s: recoveries[1],
 };

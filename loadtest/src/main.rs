@@ -509,7 +509,16 @@ async fn publish_for(
                 },
                 flags: vec![],
             };
-            let cmd = if sharded {
+            let cmd = if args.adapter == "streams" {
+                // What @socket.io/redis-streams-emitter (and wsgate's emitter) appends.
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg("socket.io").arg("MAXLEN").arg("~").arg(10_000).arg("*");
+                let outgoing = wsgate::protocol::sharded::encode::broadcast(&message, EMITTER_UID, None);
+                for (name, value) in wsgate::protocol::streams::entry_fields(&outgoing) {
+                    cmd.arg(name).arg(value);
+                }
+                cmd
+            } else if sharded {
                 // What a sharded node or wsgate's emitter publishes: the room's own channel.
                 let mut cmd = redis::cmd("SPUBLISH");
                 cmd.arg(shard_channels.room(&room))

@@ -84,6 +84,8 @@ fn metrics(scenario: &str) -> &'static [Metric] {
             ("clients that reconnected", "/reconnected", true),
             ("disconnects per client", "/disconnected_per_client", false),
             ("broadcasts lost after a reconnect", "/lost_after_reconnect", false),
+            ("broadcasts lost in all (streams, recovery)", "/lost_total", false),
+            ("reconnects recovered (streams)", "/recovered_reconnects", true),
             ("all clients back after restart 1 (s)", "/recovery_first_s", false),
             ("all clients back after restart 2 (s)", "/recovery_second_s", false),
         ],

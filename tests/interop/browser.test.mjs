@@ -110,7 +110,7 @@ const APP_PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>app</t
   });
 </script></body></html>`;
 
-async function appBehindNginx(t) {
+async function appBehindNginx(t, extra = []) {
   const redis = await startRedis(t);
   const staticDir = mkdtempSync(path.join(tmpdir(), "wsgate-page-"));
   t.after(() => rmSync(staticDir, { recursive: true, force: true }));
@@ -121,7 +121,7 @@ async function appBehindNginx(t) {
     path.join(staticDir, "official-socket.io.min.js"),
   );
   const app = await startExpressApp(t, { redisUrl: redis.url, secret: "new-secret", staticDir });
-  const args = ["--redis-url", redis.url, "--session-secret", "new-secret"];
+  const args = ["--redis-url", redis.url, "--session-secret", "new-secret", ...extra];
   const ports = [await freePort(), await freePort()];
   const nodes = [await startClusterNode(t, args, ports[0]), await startClusterNode(t, args, ports[1])];
   const appPort = new URL(app.url).port;
@@ -132,7 +132,8 @@ async function appBehindNginx(t) {
       `location / { proxy_pass http://127.0.0.1:${appPort}; proxy_set_header Host $http_host; }\n    # location / {`,
     ),
   );
-  await waitFor("both nodes subscribed", async () => Object.values(await redis.client.pubSubNumSub("socket.io-request#/#"))[0] === 2);
+  const channel = extra.includes("streams") ? "socket.io#/#" : "socket.io-request#/#";
+  await waitFor("both nodes subscribed", async () => Object.values(await redis.client.pubSubNumSub(channel))[0] === 2);
   return { redis, app, nodes, ports, nginx, args };
 }
 
@@ -188,6 +189,46 @@ test("client-js on an Express page behind nginx: refused anonymous, cookie login
   await shot(page, "client-js-behind-nginx");
 });
 
+test("client-js in Chromium recovers its socket when its gateway is killed (streams adapter)", async (t) => {
+  const { redis, nodes, ports, nginx } = await appBehindNginx(t, ["--adapter", "streams"]);
+  const { page } = await browserPage(t);
+  await page.goto(`${nginx.url}/page.html`);
+  await page.evaluate(() => loadScript("/socket.io/socket.io.js"));
+  assert.equal(await page.evaluate(() => loginAs("alice")), true);
+  const first = await page.evaluate(async () => {
+    window.socket = io({ reconnectionDelay: 200, reconnectionDelayMax: 500 });
+    window.got = [];
+    socket.on("tick", (n) => got.push(n));
+    await next(socket, "connect");
+    return { id: socket.id, recovered: socket.recovered };
+  });
+  assert.equal(first.recovered, false);
+  const sessions = () => Promise.all(nodes.map(async (n) => Number(/^wsgate_connections (\d+)$/m.exec(await n.metrics())?.[1])));
+  await waitFor("the page's session", async () => (await sessions()).reduce((a, b) => a + b) === 1);
+  const holder = (await sessions())[0] === 1 ? 0 : 1;
+  // An event gives the page its offset; the gateway keeps the socket's record while it lives.
+  nodes[1 - holder].broadcast({ rooms: ["user:42"], event: "tick", args: [1] });
+  await page.waitForFunction(() => got.length === 1, null, { timeout: 5000 });
+  await waitFor("the socket's record", async () => (await redis.client.keys("sio:session:*")).length === 1);
+
+  // The gateway holding it dies (nothing written at the end); events are published meanwhile.
+  await page.evaluate(() => {
+    window.lost = next(socket, "disconnect", 10000);
+  });
+  nodes[holder].child.kill("SIGKILL");
+  assert.deepEqual(await page.evaluate(() => window.lost), ["transport close"]);
+  nodes[1 - holder].broadcast({ rooms: ["user:42"], event: "tick", args: [2] });
+  nodes[1 - holder].broadcast({ rooms: ["user:42"], event: "tick", args: [3] });
+  // nginx sends the reconnect to the surviving gateway, which restores the socket.
+  await page.waitForFunction(() => socket.connected, null, { timeout: 15000 });
+  const back = await page.evaluate(async () => {
+    await new Promise((r) => setTimeout(r, 200));
+    return { id: socket.id, recovered: socket.recovered, got };
+  });
+  assert.deepEqual(back, { id: first.id, recovered: true, got: [1, 2, 3] });
+  await shot(page, "client-js-recovered");
+});
+
 /** A Node socket.io 4.8 server with examples/echo's handlers, serving client-js and a page. */
 async function startNodeEchoWithPage(t) {
   const { createServer } = await import("node:http");
@@ -218,6 +259,73 @@ async function startNodeEchoWithPage(t) {
   );
   return `http://127.0.0.1:${httpServer.address().port}`;
 }
+
+test("client-js in Chromium recovers its socket from Node socket.io with the streams adapter", async (t) => {
+  const { createServer } = await import("node:http");
+  const { readFileSync } = await import("node:fs");
+  const { Server } = await import("socket.io");
+  const { createAdapter } = await import("@socket.io/redis-streams-adapter");
+  // Hooks run in the order they are added: the server and its Redis clients go before Redis.
+  const closing = [];
+  t.after(async () => {
+    for (const fn of closing.reverse()) await fn();
+  });
+  const redis = await startRedis(t);
+  const script = readFileSync(path.join(REPO_ROOT, "client-js/dist/wsgate-client.js"));
+  const httpServer = createServer((req, res) => {
+    if (req.url === "/client.js") {
+      res.writeHead(200, { "content-type": "application/javascript" });
+      return res.end(script);
+    }
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end("<!doctype html><title>node</title>");
+  });
+  const client = redis.client.duplicate();
+  client.on("error", () => {});
+  await client.connect();
+  const server = new Server(httpServer, {
+    transports: ["websocket"],
+    // Short blocking reads: the adapter disconnects its reader only once a read returns, and
+    // rejects unhandled if its client is gone by then.
+    adapter: createAdapter(client, { blockTimeInMs: 200 }),
+    connectionStateRecovery: { maxDisconnectionDuration: 60000 },
+  });
+  server.on("connection", (socket) => socket.join("page"));
+  httpServer.listen(0, "127.0.0.1");
+  await new Promise((r) => httpServer.once("listening", r));
+  closing.push(async () => {
+    await new Promise((r) => {
+      server.close(() => r());
+      httpServer.closeAllConnections();
+    });
+    await waitFor("the adapter's reader gone", async () => (await redis.client.clientList()).length <= 2, 5000).catch(() => {});
+    await Promise.resolve(client.destroy()).catch(() => {});
+  });
+  const url = `http://127.0.0.1:${httpServer.address().port}`;
+  const { page } = await browserPage(t);
+  await page.goto(url + "/");
+  await page.addScriptTag({ url: "/client.js" });
+  const firstId = await page.evaluate(async () => {
+    window.socket = io({ reconnectionDelay: 200, reconnectionDelayMax: 500 });
+    window.got = [];
+    socket.on("tick", (n) => got.push(n));
+    await new Promise((r) => socket.once("connect", r));
+    return socket.id;
+  });
+  server.to("page").emit("tick", 1);
+  await page.waitForFunction(() => got.length === 1, null, { timeout: 5000 });
+  // The server drops the connection (recoverable); two events are missed.
+  await page.evaluate(() => {
+    window.lost = new Promise((r) => socket.once("disconnect", r));
+  });
+  server.sockets.sockets.get(firstId).conn.close();
+  await page.evaluate(() => window.lost);
+  server.to("page").emit("tick", 2);
+  server.to("page").emit("tick", 3);
+  await page.waitForFunction(() => socket.connected && got.length === 3, null, { timeout: 15000 });
+  const back = await page.evaluate(() => ({ id: socket.id, recovered: socket.recovered, got }));
+  assert.deepEqual(back, { id: firstId, recovered: true, got: [1, 2, 3] });
+});
 
 const browserServers = {
   "wsgate (examples/echo)": async (t) => ({ url: (await startEcho(t)).url, page: "/healthz", script: "/socket.io/socket.io.js" }),
