@@ -51,21 +51,7 @@ async fn broadcast(redis: &Redis, rooms: &str, event: &str, flags: &str) -> Stri
     let data = format!(
         r#"{{"packet":{{"type":2,"data":["{event}"]}},"opts":{{"rooms":{rooms},"except":[],"flags":{flags}}}}}"#
     );
-    redis
-        .cmd(&[
-            "XADD",
-            "socket.io",
-            "*",
-            "uid",
-            "backend",
-            "nsp",
-            "/",
-            "type",
-            "3",
-            "data",
-            &data,
-        ])
-        .await
+    redis.append_entry("backend", "/", "3", &data).await
 }
 
 async fn record(redis: &Redis, pid: &str) -> Option<(SessionRecord, i64)> {
@@ -116,21 +102,7 @@ async fn a_dropped_client_recovers_on_another_node_with_what_it_missed() {
 
     // A backend puts the socket in a room; an event there gives the client its offset.
     let join = format!(r#"{{"opts":{{"rooms":["{sid}"],"except":[],"flags":{{}}}},"rooms":["game"]}}"#);
-    let _: String = redis
-        .cmd(&[
-            "XADD",
-            "socket.io",
-            "*",
-            "uid",
-            "backend",
-            "nsp",
-            "/",
-            "type",
-            "4",
-            "data",
-            &join,
-        ])
-        .await;
+    let _: String = redis.append_entry("backend", "/", "4", &join).await;
     let id0 = broadcast(&redis, r#"["game"]"#, "e0", "{}").await;
     let frame = client.text().await;
     assert_eq!(args(&frame)[0], "e0");

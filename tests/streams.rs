@@ -108,21 +108,7 @@ async fn entries_from_emitters_and_other_languages_are_delivered_and_garbage_is_
     // What @socket.io/redis-streams-emitter appends (packet with nsp, opts in its order).
     let data =
         r#"{"packet":{"type":2,"data":["fromEmitter",{"k":1}],"nsp":"/"},"opts":{"rooms":[],"flags":{},"except":[]}}"#;
-    let _: String = redis
-        .cmd(&[
-            "XADD",
-            "socket.io",
-            "*",
-            "uid",
-            "emitter",
-            "nsp",
-            "/",
-            "type",
-            "3",
-            "data",
-            data,
-        ])
-        .await;
+    let _: String = redis.append_entry("emitter", "/", "3", data).await;
     assert_eq!(client.text().await, r#"42["fromEmitter",{"k":1}]"#);
 
     // Garbage, an entry of another namespace and one without nsp: dropped; the next is read.
@@ -138,37 +124,9 @@ async fn entries_from_emitters_and_other_languages_are_delivered_and_garbage_is_
         let _: String = redis.cmd(&args).await;
     }
     let join = r#"{"opts":{"rooms":["user:42"],"except":[],"flags":{}},"rooms":["vip"]}"#;
-    let _: String = redis
-        .cmd(&[
-            "XADD",
-            "socket.io",
-            "*",
-            "uid",
-            "backend",
-            "nsp",
-            "/",
-            "type",
-            "4",
-            "data",
-            join,
-        ])
-        .await;
+    let _: String = redis.append_entry("backend", "/", "4", join).await;
     let vip = r#"{"packet":{"type":2,"data":["vip-only"]},"opts":{"rooms":["vip"],"except":[],"flags":{}}}"#;
-    let _: String = redis
-        .cmd(&[
-            "XADD",
-            "socket.io",
-            "*",
-            "uid",
-            "backend",
-            "nsp",
-            "/",
-            "type",
-            "3",
-            "data",
-            vip,
-        ])
-        .await;
+    let _: String = redis.append_entry("backend", "/", "3", vip).await;
     assert_eq!(client.text().await, r#"42["vip-only"]"#);
     let metrics = http(a.local_addr(), "GET", "/metrics", &[]).await.1;
     let dropped: f64 = metrics
@@ -209,41 +167,13 @@ async fn a_lost_redis_connection_loses_no_entry() {
     let event = |n: usize| {
         format!(r#"{{"packet":{{"type":2,"data":["n",{n}]}},"opts":{{"rooms":[],"except":[],"flags":{{}}}}}}"#)
     };
-    let _: String = redis
-        .cmd(&[
-            "XADD",
-            "socket.io",
-            "*",
-            "uid",
-            "b",
-            "nsp",
-            "/",
-            "type",
-            "3",
-            "data",
-            &event(0),
-        ])
-        .await;
+    let _: String = redis.append_entry("b", "/", "3", &event(0)).await;
     assert_eq!(client.text().await, r#"42["n",0]"#);
     // Every connection but ours cut (the node's reader among them), entries appended meanwhile.
     let killed: i64 = redis.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]).await;
     assert!(killed >= 1);
     for n in 1..=20 {
-        let _: String = redis
-            .cmd(&[
-                "XADD",
-                "socket.io",
-                "*",
-                "uid",
-                "b",
-                "nsp",
-                "/",
-                "type",
-                "3",
-                "data",
-                &event(n),
-            ])
-            .await;
+        let _: String = redis.append_entry("b", "/", "3", &event(n)).await;
     }
     for n in 1..=20 {
         assert_eq!(

@@ -13,10 +13,9 @@
 import { spawn } from "node:child_process";
 import { appendFileSync } from "node:fs";
 import { createServer as createNetServer, connect as tcpConnect } from "node:net";
-import { createServer } from "node:http";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import signature from "cookie-signature";
+import { freePort, portOpen, seedSessions, sleep, until } from "./bench-util.mjs";
 import { createClient } from "redis";
 import { io } from "socket.io-client";
 
@@ -37,32 +36,9 @@ const here = path.dirname(new URL(import.meta.url).pathname);
 const N = Number(opts.clients);
 const RATE = Number(opts.rate);
 const DURATION = Number(opts.duration) * 1000;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function freePort() {
-  const srv = createServer().listen(0, "127.0.0.1");
-  await new Promise((r) => srv.once("listening", r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
-const portOpen = (port) =>
-  new Promise((resolve) => {
-    const s = tcpConnect(port, "127.0.0.1", () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on("error", () => resolve(false));
-  });
 
-async function until(what, check, ms = 60000) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await sleep(20);
-  }
-}
 
 const children = [];
 function startNode(port) {
@@ -114,15 +90,7 @@ const redis = createClient({ url: opts["redis-url"] });
 await redis.connect();
 await redis.del("socket.io");
 const run = Math.random().toString(36).slice(2, 8);
-const record = JSON.stringify({ cookie: { originalMaxAge: 3600000, httpOnly: true, path: "/" }, passport: { user: "observers" } });
-const cookies = [];
-const batch = redis.multi();
-for (let j = 0; j < N; j++) {
-  const sid = `jt${run}-${j}`;
-  batch.set(`sess:${sid}`, record, { EX: 3600 });
-  cookies[j] = "connect.sid=" + encodeURIComponent("s:" + signature.sign(sid, opts.secret));
-}
-await batch.exec();
+const cookies = await seedSessions(redis, N, `jt${run}`, opts.secret);
 
 const ports = [await freePort(), await freePort()];
 ports.map(startNode);

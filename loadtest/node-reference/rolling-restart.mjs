@@ -13,12 +13,11 @@
 //     --clients 2000 [--adapter classic|streams] [--variant TEXT] [--out results.jsonl]
 import { spawn, execFileSync } from "node:child_process";
 import { appendFileSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, Agent } from "node:http";
-import { connect as tcpConnect } from "node:net";
+import { Agent } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import signature from "cookie-signature";
+import { freePort, portOpen, seedSessions, sleep, until } from "./bench-util.mjs";
 import { createClient } from "redis";
 import { Emitter } from "@socket.io/redis-emitter";
 import { io } from "socket.io-client";
@@ -39,32 +38,9 @@ const here = path.dirname(new URL(import.meta.url).pathname);
 const repo = path.resolve(here, "../..");
 const N = Number(opts.clients);
 const STREAMS = opts.adapter === "streams";
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function freePort() {
-  const srv = createServer().listen(0, "127.0.0.1");
-  await new Promise((r) => srv.once("listening", r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
-const portOpen = (port) =>
-  new Promise((resolve) => {
-    const s = tcpConnect(port, "127.0.0.1", () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on("error", () => resolve(false));
-  });
 
-async function until(what, check, ms = 60000) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await sleep(20);
-  }
-}
 
 const children = [];
 function startNode(port) {
@@ -121,17 +97,7 @@ http { access_log off; client_body_temp_path ${dir}/body; proxy_temp_path ${dir}
 const redis = createClient({ url: opts["redis-url"] });
 await redis.connect();
 const run = Math.random().toString(36).slice(2, 8);
-const record = JSON.stringify({ cookie: { originalMaxAge: 3600000, httpOnly: true, path: "/" }, passport: { user: "observers" } });
-const cookies = [];
-for (let i = 0; i < N; i += 500) {
-  const batch = redis.multi();
-  for (let j = i; j < Math.min(N, i + 500); j++) {
-    const sid = `rr${run}-${j}`;
-    batch.set(`sess:${sid}`, record, { EX: 3600 });
-    cookies[j] = "connect.sid=" + encodeURIComponent("s:" + signature.sign(sid, opts.secret));
-  }
-  await batch.exec();
-}
+const cookies = await seedSessions(redis, N, `rr${run}`, opts.secret);
 
 const ports = [await freePort(), await freePort()];
 const nodes = ports.map(startNode);

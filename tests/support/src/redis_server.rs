@@ -160,6 +160,25 @@ impl Drop for Redis {
 }
 
 impl Redis {
+    /// Appends a Redis Streams adapter entry to stream `socket.io`, as a backend or the streams
+    /// emitter does (`XADD socket.io * uid … nsp … type … data …`); returns its id.
+    pub async fn append_entry(&self, uid: &str, nsp: &str, kind: &str, data: &str) -> String {
+        self.cmd(&[
+            "XADD",
+            "socket.io",
+            "*",
+            "uid",
+            uid,
+            "nsp",
+            nsp,
+            "type",
+            kind,
+            "data",
+            data,
+        ])
+        .await
+    }
+
     /// How many nodes subscribe to the request channel of `nsp` (Node's server count).
     pub async fn servers(&self, nsp: &str) -> i64 {
         let channel = format!("socket.io-request#{nsp}#");
