@@ -246,25 +246,17 @@ impl Cluster {
         }
         // One reader per stream, each on a connection of its own, feeding the delivery task.
         for (index, key) in cluster.streams.iter().enumerate() {
-            let (events, mut read) = mpsc::channel(DELIVERY_QUEUE);
             let reader = streams::read_forever(
                 cluster.redis.clone(),
                 key.clone(),
                 index,
-                events,
+                cluster.deliveries.clone(),
+                Delivery::Stream,
                 cluster.core.gateway.metrics.clone(),
             );
             let stopped = stop.clone();
             tasks.spawn(TaskKind::Cluster, async move {
                 stopped.run_until_cancelled(reader).await;
-            });
-            let (forward, stopped) = (cluster.deliveries.clone(), stop.clone());
-            tasks.spawn(TaskKind::Cluster, async move {
-                while let Some(Some(event)) = stopped.run_until_cancelled(read.recv()).await {
-                    if forward.send(Delivery::Stream(event)).await.is_err() {
-                        return;
-                    }
-                }
             });
         }
         tasks.spawn(
@@ -511,15 +503,13 @@ impl Cluster {
         let Some(key) = self.streams.get(entry.stream) else {
             return;
         };
-        let adapters: Vec<_> = self
-            .adapters
-            .iter()
-            .filter_map(|a| match &a.wire {
-                // As Node: an entry of any stream read goes to its namespace.
-                Wire::Streams(wire) => Some((&a.local, &wire.channels)),
+        // As Node: an entry of any stream read goes to its namespace.
+        let served = |nsp: &str| {
+            self.adapters.iter().find_map(|a| match &a.wire {
+                Wire::Streams(wire) if *a.local.nsp.name == *nsp => Some((&a.local, &wire.channels)),
                 _ => None,
             })
-            .collect();
+        };
         // Restored sockets that got this entry in their replay.
         let skip: Vec<Arc<str>> = {
             let mut replayed = self.replayed_up_to.lock();
@@ -531,7 +521,7 @@ impl Cluster {
             replayed.retain(|(_, until, stream)| *stream != entry.stream || *until > entry.id);
             skip
         };
-        streams::on_entry(&self.core, &adapters, key, &entry, self.recovery.is_some(), &skip).await;
+        streams::on_entry(&self.core, served, key, &entry, self.recovery.is_some(), &skip).await;
     }
 
     /// Puts a restored socket back, here where the stream position is known: the entries its

@@ -130,12 +130,14 @@ pub(super) enum StreamEvent {
 
 /// Reads stream `key` for the life of the node: from its last entry at start, then from the last
 /// id read, on a connection of its own (a blocking read holds a connection), reconnecting with
-/// backoff and resuming where it stopped.
-pub(super) async fn read_forever(
+/// backoff and resuming where it stopped. What it reads goes to `events` (the delivery task's
+/// queue, each event `wrap`ped in its item type) in stream order.
+pub(super) async fn read_forever<T>(
     target: RedisTarget,
     key: String,
     stream: usize,
-    events: mpsc::Sender<StreamEvent>,
+    events: mpsc::Sender<T>,
+    wrap: fn(StreamEvent) -> T,
     metrics: Arc<Metrics>,
 ) {
     let mut last: Option<StreamId> = None;
@@ -154,7 +156,7 @@ pub(super) async fn read_forever(
             match last_id(&mut conn, &key).await {
                 Ok(id) => {
                     last = Some(id);
-                    if events.send(StreamEvent::Start { stream, id }).await.is_err() {
+                    if events.send(wrap(StreamEvent::Start { stream, id })).await.is_err() {
                         return;
                     }
                 }
@@ -176,7 +178,7 @@ pub(super) async fn read_forever(
                         from = id;
                         last = Some(id);
                         if events
-                            .send(StreamEvent::Entry(Entry { stream, id, fields }))
+                            .send(wrap(StreamEvent::Entry(Entry { stream, id, fields })))
                             .await
                             .is_err()
                         {
@@ -281,12 +283,12 @@ pub(super) fn pairs(fields: &[Vec<u8>]) -> impl Iterator<Item = (&[u8], &[u8])> 
         .map(|pair| (pair[0].as_slice(), pair[1].as_slice()))
 }
 
-/// What an entry of `key` does on this node for the namespace it names, if served here.
+/// What an entry of `key` does on this node for the namespace it names, if `served` here.
 /// `offset`: the id to append to a broadcast as the client's recovery offset (recovery on and
 /// the broadcast not volatile); `skip`: sockets that already got this entry in a replay.
-pub(super) async fn on_entry(
+pub(super) async fn on_entry<'a>(
     core: &Core,
-    adapters: &[(&Local, &ShardedChannels)],
+    served: impl Fn(&str) -> Option<(&'a Local, &'a ShardedChannels)>,
     key: &str,
     entry: &Entry,
     recovery: bool,
@@ -297,10 +299,7 @@ pub(super) async fn on_entry(
         Ok(None) => return,
         Err(err) => return core.dropped(key, &err),
     };
-    let Some((local, channels)) = adapters
-        .iter()
-        .find(|(local, _)| Some(&*local.nsp.name) == envelope.nsp.as_deref())
-    else {
+    let Some((local, channels)) = envelope.nsp.as_deref().and_then(served) else {
         return;
     };
     match envelope.message {

@@ -229,13 +229,12 @@ test("client-js in Chromium recovers its socket when its gateway is killed (stre
   await shot(page, "client-js-recovered");
 });
 
-/** A Node socket.io 4.8 server with examples/echo's handlers, serving client-js and a page. */
-async function startNodeEchoWithPage(t) {
+/** An HTTP server (not yet listening) serving client-js at /client.js and a blank page. */
+async function clientJsPageServer() {
   const { createServer } = await import("node:http");
   const { readFileSync } = await import("node:fs");
-  const { Server } = await import("socket.io");
   const script = readFileSync(path.join(REPO_ROOT, "client-js/dist/wsgate-client.js"));
-  const httpServer = createServer((req, res) => {
+  return createServer((req, res) => {
     if (req.url === "/client.js") {
       res.writeHead(200, { "content-type": "application/javascript" });
       return res.end(script);
@@ -243,6 +242,12 @@ async function startNodeEchoWithPage(t) {
     res.writeHead(200, { "content-type": "text/html" });
     res.end("<!doctype html><title>node</title>");
   });
+}
+
+/** A Node socket.io 4.8 server with examples/echo's handlers, serving client-js and a page. */
+async function startNodeEchoWithPage(t) {
+  const { Server } = await import("socket.io");
+  const httpServer = await clientJsPageServer();
   const server = new Server(httpServer, { transports: ["websocket"] });
   echoHandlers(server);
   httpServer.listen(0, "127.0.0.1");
@@ -261,8 +266,6 @@ async function startNodeEchoWithPage(t) {
 }
 
 test("client-js in Chromium recovers its socket from Node socket.io with the streams adapter", async (t) => {
-  const { createServer } = await import("node:http");
-  const { readFileSync } = await import("node:fs");
   const { Server } = await import("socket.io");
   const { createAdapter } = await import("@socket.io/redis-streams-adapter");
   // Hooks run in the order they are added: the server and its Redis clients go before Redis.
@@ -271,15 +274,7 @@ test("client-js in Chromium recovers its socket from Node socket.io with the str
     for (const fn of closing.reverse()) await fn();
   });
   const redis = await startRedis(t);
-  const script = readFileSync(path.join(REPO_ROOT, "client-js/dist/wsgate-client.js"));
-  const httpServer = createServer((req, res) => {
-    if (req.url === "/client.js") {
-      res.writeHead(200, { "content-type": "application/javascript" });
-      return res.end(script);
-    }
-    res.writeHead(200, { "content-type": "text/html" });
-    res.end("<!doctype html><title>node</title>");
-  });
+  const httpServer = await clientJsPageServer();
   const client = redis.client.duplicate();
   client.on("error", () => {});
   await client.connect();
